@@ -7,7 +7,7 @@ set_property(CACHE PALM_SANITIZE PROPERTY STRINGS "" address thread)
 
 add_library(palm_options INTERFACE)
 target_compile_options(palm_options INTERFACE -Wall -Wextra -Wpedantic -Wshadow
-  -Wnon-virtual-dtor -Wold-style-cast -Wcast-align -Wnull-dereference)
+  -Wnon-virtual-dtor -Wold-style-cast -Wcast-align)
 if(PALM_WERROR)
   target_compile_options(palm_options INTERFACE -Werror)
 endif()

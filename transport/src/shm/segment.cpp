@@ -1,5 +1,7 @@
 #include "palm/transport/shm/segment.hpp"
 
+#include "palm/core/region.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -61,6 +63,13 @@ struct Segment::Impl {
   bip::shared_memory_object object;
   bip::mapped_region region;
   Header* header() const { return static_cast<Header*>(region.get_address()); }
+  // A pool in this mapping poisons freed blocks for ASan, which keeps the
+  // poison after munmap: clear it before the region is unmapped.
+  ~Impl() {
+    if (region.get_address() != nullptr) {
+      forget_region_poison(Region{static_cast<std::byte*>(region.get_address()), region.get_size()});
+    }
+  }
 };
 
 Segment::Segment(std::unique_ptr<Impl> impl, std::string name, bool owned)

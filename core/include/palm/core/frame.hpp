@@ -1,0 +1,174 @@
+#pragma once
+// Frames: a PalmMessage in one pool block, ready to cross a channel as a
+// handle or to be sent to ZeroMQ as it is.
+//
+// Block data layout (an ABI between processes; bump kFrameVersion on any
+// change of width, order or meaning):
+//
+//   [FrameHeader, 128 B][topic bytes][slack][message wire bytes]
+//                                           ^ header.wire_offset
+//
+// The message is kept in canonical protobuf wire order (what libprotobuf
+// writes: fields 1-5, the payload, then palm's fields 7+ and unknown
+// fields), so the wire bytes are what ZeroMQ sends and what a pylm peer
+// parses. The header holds the WireLayout, so a reader finds every field
+// without parsing. The slack lets a writer put the payload first, at a place
+// computed for the largest payload, and write the fields before it once the
+// payload's length is known (FrameWriter): the user's bytes are written once,
+// straight into shared memory.
+//
+// A published frame is immutable: whoever receives a handle reads it; a
+// change is a new frame. Frames are reference counted by the pool.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "palm/core/codec.hpp"
+#include "palm/core/error.hpp"
+#include "palm/core/handle.hpp"
+#include "palm/core/pool.hpp"
+
+namespace palm {
+
+inline constexpr std::uint32_t kFrameMagic = 0x4d415246;  // "FRAM"
+inline constexpr std::uint16_t kFrameVersion = 1;
+inline constexpr std::size_t kFrameHeaderBytes = 128;
+inline constexpr std::size_t kMaxTopicBytes = 1024;
+
+// Frame flag bits (FrameHeader::flags), palm-internal.
+enum FrameFlags : std::uint32_t {
+  kFrameNone = 0,
+};
+
+// Written once by the frame's writer, before the handle is published;
+// read-only after.
+struct FrameHeader {
+  std::uint32_t magic;
+  std::uint16_t version;
+  std::uint16_t topic_length;  // topic bytes follow the header
+  std::uint32_t wire_offset;   // from the start of the block's data
+  std::uint32_t flags;         // FrameFlags
+  WireLayout layout;           // offsets relative to the wire bytes
+  std::byte reserved[kFrameHeaderBytes - 16 - sizeof(WireLayout)];
+};
+static_assert(sizeof(FrameHeader) == kFrameHeaderBytes);
+static_assert(std::is_trivially_copyable_v<FrameHeader>);
+static_assert(std::is_standard_layout_v<FrameHeader>);
+
+// A validated, read-only view of a frame. Valid while a reference is held.
+struct FrameView {
+  Handle handle;
+  const FrameHeader* header = nullptr;
+  std::string_view topic;
+  std::span<const std::byte> wire;  // the serialized PalmMessage
+  MessageView message;              // fields, viewed in place in `wire`
+};
+
+// Validates `h` (pool handle checks, then the frame header: magic, version,
+// every offset inside the block) and views it. Data from another process is
+// checked, never trusted: a damaged frame is kMalformed.
+[[nodiscard]] Result<FrameView> view_frame(const BlockPool& pool, Handle h) noexcept;
+
+// Bytes of block capacity a frame needs.
+[[nodiscard]] std::size_t frame_bytes(const MessageView& m, std::string_view topic) noexcept;
+
+// Encodes `m` under `topic` into a fresh block held by `slot`.
+[[nodiscard]] Result<Handle> build_frame(BlockPool& pool, SlotId slot, const MessageView& m,
+                                         std::string_view topic = {}) noexcept;
+
+// Validates `wire` as libprotobuf would (see codec.hpp) and copies its
+// canonical form into a fresh block held by `slot`: the one copy of a
+// message that arrives from a socket.
+[[nodiscard]] Result<Handle> parse_frame(BlockPool& pool, SlotId slot,
+                                         std::span<const std::byte> wire,
+                                         std::string_view topic = {}) noexcept;
+
+// One reference to a frame, held by a pool slot and released when the Frame
+// is destroyed (RAII for a handle). Move-only: a copy would be a second
+// reference, which share() makes explicit. Not thread-safe; a Frame may move
+// between threads of one process when its slot may.
+class Frame {
+ public:
+  Frame() = default;
+  // Adopts a reference that `slot` holds (from allocate, build_frame, hold).
+  Frame(BlockPool& pool, SlotId slot, Handle h) noexcept : pool_(&pool), slot_(slot), handle_(h) {}
+  Frame(Frame&& other) noexcept
+      : pool_(std::exchange(other.pool_, nullptr)), slot_(other.slot_),
+        handle_(std::exchange(other.handle_, Handle{})) {}
+  Frame& operator=(Frame&& other) noexcept {
+    if (this != &other) {
+      reset();
+      pool_ = std::exchange(other.pool_, nullptr);
+      slot_ = other.slot_;
+      handle_ = std::exchange(other.handle_, Handle{});
+    }
+    return *this;
+  }
+  Frame(const Frame&) = delete;
+  Frame& operator=(const Frame&) = delete;
+  ~Frame() { reset(); }
+
+  [[nodiscard]] static Result<Frame> build(BlockPool& pool, SlotId slot, const MessageView& m,
+                                           std::string_view topic = {}) noexcept;
+  [[nodiscard]] static Result<Frame> parse(BlockPool& pool, SlotId slot,
+                                           std::span<const std::byte> wire,
+                                           std::string_view topic = {}) noexcept;
+
+  explicit operator bool() const noexcept { return pool_ != nullptr && !handle_.is_null(); }
+  Handle handle() const noexcept { return handle_; }
+  BlockPool* pool() const noexcept { return pool_; }
+  SlotId slot() const noexcept { return slot_; }
+  [[nodiscard]] Result<FrameView> view() const noexcept;
+  // A second reference for fan-out (the count goes up; nothing is copied).
+  [[nodiscard]] Result<Frame> share() const noexcept;
+  // The reference leaves this slot (sent through a channel): unheld, not
+  // released; the Frame becomes empty. Returns the handle to send.
+  [[nodiscard]] Result<Handle> give_away() noexcept;
+  // Drops the reference now.
+  void reset() noexcept;
+
+ private:
+  BlockPool* pool_ = nullptr;
+  SlotId slot_{};
+  Handle handle_;
+};
+
+// Builds a frame whose payload the caller writes in place:
+//
+//   FrameWriter w;
+//   if (auto r = w.begin(pool, slot, fields, topic, max_payload); !r) ...
+//   std::span<std::byte> out = w.payload();   // max_payload bytes
+//   ... write n <= max_payload bytes ...
+//   Result<Handle> h = w.commit(n);
+//
+// `fields.payload` is ignored; the strings `fields` views must stay alive
+// until commit. A writer dropped before commit releases its
+// block. Not thread-safe; one frame at a time.
+class FrameWriter {
+ public:
+  FrameWriter() = default;
+  FrameWriter(const FrameWriter&) = delete;  // owns an uncommitted block
+  FrameWriter& operator=(const FrameWriter&) = delete;
+  ~FrameWriter();
+
+  [[nodiscard]] Result<void> begin(BlockPool& pool, SlotId slot, const MessageView& fields,
+                                   std::string_view topic, std::size_t max_payload) noexcept;
+  std::span<std::byte> payload() const noexcept { return payload_; }
+  [[nodiscard]] Result<Handle> commit(std::size_t payload_length) noexcept;
+  void abandon() noexcept;
+
+ private:
+  BlockPool* pool_ = nullptr;
+  SlotId slot_{};
+  Handle handle_;
+  std::byte* data_ = nullptr;
+  MessageView fields_;
+  std::span<std::byte> payload_;
+  std::size_t payload_offset_ = 0;  // from data_
+};
+
+}  // namespace palm

@@ -1,0 +1,218 @@
+#include "palm/core/frame.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "palm/core/process.hpp"
+#include "palm/core/region.hpp"
+
+namespace palm {
+namespace {
+
+std::span<const std::byte> bytes_of(std::string_view s) {
+  return std::as_bytes(std::span<const char>(s.data(), s.size()));
+}
+
+std::vector<std::byte> from_hex(const std::string& hex) {
+  std::vector<std::byte> out;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<std::byte>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  }
+  return out;
+}
+
+std::vector<std::byte> golden(const std::string& name) {
+  std::ifstream in(std::string(PALM_GOLDEN_DIR) + "/" + name);
+  std::string hex((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return from_hex(hex);
+}
+
+class FrameTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    PoolConfig cfg;
+    auto region = MappedRegion::create_anonymous(BlockPool::region_bytes(cfg), "frame-test");
+    ASSERT_TRUE(region) << region.error().describe();
+    region_ = std::move(*region);
+    auto pool = BlockPool::create(region_.region(), cfg);
+    ASSERT_TRUE(pool) << pool.error().describe();
+    pool_.emplace(*pool);
+    auto slot = pool_->attach_process(self_process());
+    ASSERT_TRUE(slot);
+    slot_ = *slot;
+  }
+  void TearDown() override {
+    if (pool_) {
+      (void)pool_->detach_process(slot_);
+      EXPECT_TRUE(pool_->stats().all_free()) << "a test leaked a block";
+    }
+  }
+
+  std::vector<std::byte> encoded(const MessageView& m) {
+    std::vector<std::byte> out(encoded_size(m));
+    out.resize(encode(m, out));
+    return out;
+  }
+
+  MappedRegion region_;
+  std::optional<BlockPool> pool_;
+  SlotId slot_{};
+};
+
+MessageView sample(std::span<const std::byte> payload) {
+  MessageView m;
+  m.pipeline = "3d99e99b-2554-435d-81e0-ac9d42c65db8";
+  m.client = "663d6598-1339-4747-afab-1b65934e8c1c";
+  m.function = "my_master.foo";
+  m.cache = "my_cache";
+  m.payload = payload;
+  return m;
+}
+
+TEST_F(FrameTest, BuiltFrameViewsItsFieldsAndTopic) {
+  const auto m = sample(bytes_of("a message"));
+  auto h = build_frame(*pool_, slot_, m, m.client);
+  ASSERT_TRUE(h) << h.error().describe();
+  auto v = view_frame(*pool_, *h);
+  ASSERT_TRUE(v) << v.error().describe();
+  EXPECT_EQ(v->topic, m.client);
+  EXPECT_EQ(v->message.function, "my_master.foo");
+  EXPECT_EQ(v->message.cache, "my_cache");
+  ASSERT_EQ(v->message.payload.size(), 9u);
+  EXPECT_EQ(std::memcmp(v->message.payload.data(), "a message", 9), 0);
+  const auto want = encoded(m);
+  ASSERT_EQ(v->wire.size(), want.size());
+  EXPECT_EQ(std::memcmp(v->wire.data(), want.data(), want.size()), 0);
+  ASSERT_TRUE(pool_->release(slot_, *h));
+}
+
+TEST_F(FrameTest, ParsedGoldenFrameIsByteIdenticalAndViewable) {
+  for (const char* name : {"master_eval.master_to_worker.hex", "pipeline_eval.server_pub.part1.hex",
+                           "server_eval_64k.client_push.hex", "server_eval_empty.client_push.hex"}) {
+    const auto wire = golden(name);
+    ASSERT_FALSE(wire.empty()) << name;
+    auto h = parse_frame(*pool_, slot_, wire, "topic");
+    ASSERT_TRUE(h) << name << ": " << h.error().describe();
+    auto v = view_frame(*pool_, *h);
+    ASSERT_TRUE(v) << name;
+    ASSERT_EQ(v->wire.size(), wire.size()) << name;
+    EXPECT_EQ(std::memcmp(v->wire.data(), wire.data(), wire.size()), 0) << name;
+    EXPECT_EQ(v->topic, "topic");
+    ASSERT_TRUE(pool_->release(slot_, *h));
+  }
+}
+
+TEST_F(FrameTest, MalformedWireIsRejectedAndLosesNoBlock) {
+  auto wire = golden("server_eval.client_push.hex");
+  wire.resize(wire.size() - 3);  // cut inside the payload
+  auto h = parse_frame(*pool_, slot_, wire);
+  ASSERT_FALSE(h);
+  EXPECT_EQ(h.error().code, Errc::kTruncated);
+}
+
+// The writer places the payload for the longest head and closes the gap at
+// commit: the frame must equal encode() for every length, whatever the
+// varint width of the length (1, 2, 3 bytes) and with a tail (error field).
+TEST_F(FrameTest, WriterMatchesEncodeForEveryLengthWidth) {
+  std::vector<std::byte> payload(70000);
+  for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<std::byte>(i * 7);
+  for (std::size_t max : {std::size_t{0}, std::size_t{127}, std::size_t{200}, std::size_t{70000}}) {
+    for (std::size_t len : {std::size_t{0}, std::size_t{1}, std::size_t{127}, std::size_t{128},
+                            std::size_t{16383}, std::size_t{16384}, std::size_t{70000}}) {
+      if (len > max) continue;
+      auto fields = sample({});
+      fields.error = "unknown function";
+      fields.stage = 2;
+      FrameWriter w;
+      ASSERT_TRUE(w.begin(*pool_, slot_, fields, "t", max));
+      ASSERT_EQ(w.payload().size(), max);
+      std::memcpy(w.payload().data(), payload.data(), len);
+      auto h = w.commit(len);
+      ASSERT_TRUE(h) << h.error().describe();
+      fields.payload = std::span<const std::byte>(payload.data(), len);
+      const auto want = encoded(fields);
+      auto v = view_frame(*pool_, *h);
+      ASSERT_TRUE(v) << v.error().describe();
+      ASSERT_EQ(v->wire.size(), want.size()) << "max " << max << " len " << len;
+      EXPECT_EQ(std::memcmp(v->wire.data(), want.data(), want.size()), 0);
+      EXPECT_EQ(v->message.error, "unknown function");
+      EXPECT_EQ(v->message.stage, 2);
+      ASSERT_TRUE(pool_->release(slot_, *h));
+    }
+  }
+}
+
+TEST_F(FrameTest, WriterRefusesOverlongCommitAndReleasesWhenAbandoned) {
+  FrameWriter w;
+  ASSERT_TRUE(w.begin(*pool_, slot_, sample({}), "", 16));
+  auto h = w.commit(17);
+  ASSERT_FALSE(h);
+  EXPECT_EQ(h.error().code, Errc::kOutOfRange);
+  // w goes out of scope uncommitted: TearDown checks the block came back.
+}
+
+TEST_F(FrameTest, DamagedHeaderIsMalformedNotARead) {
+  auto h = build_frame(*pool_, slot_, sample(bytes_of("x")));
+  ASSERT_TRUE(h);
+  auto block = pool_->resolve(*h);
+  ASSERT_TRUE(block);
+  auto* fh = reinterpret_cast<FrameHeader*>(block->data);
+  const auto saved = fh->layout.size;
+  fh->layout.size = 0x7fffffff;
+  EXPECT_EQ(view_frame(*pool_, *h).error().code, Errc::kMalformed);
+  fh->layout.size = saved;
+  fh->magic = 0;
+  EXPECT_EQ(view_frame(*pool_, *h).error().code, Errc::kMalformed);
+  ASSERT_TRUE(pool_->release(slot_, *h));
+}
+
+TEST_F(FrameTest, StaleHandleIsRefused) {
+  auto h = build_frame(*pool_, slot_, sample(bytes_of("x")));
+  ASSERT_TRUE(h);
+  ASSERT_TRUE(pool_->release(slot_, *h));
+  auto v = view_frame(*pool_, *h);
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().code, Errc::kStaleHandle);
+}
+
+TEST_F(FrameTest, OversizedTopicIsRefused) {
+  const std::string topic(kMaxTopicBytes + 1, 't');
+  auto h = build_frame(*pool_, slot_, sample({}), topic);
+  ASSERT_FALSE(h);
+  EXPECT_EQ(h.error().code, Errc::kTooLarge);
+}
+
+}  // namespace
+}  // namespace palm
+
+namespace palm {
+namespace {
+
+TEST_F(FrameTest, FrameOwnsOneReferenceAndSharesByCount) {
+  auto f = Frame::build(*pool_, slot_, sample(bytes_of("fan-out")), "t");
+  ASSERT_TRUE(f) << f.error().describe();
+  auto g = f->share();
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->handle(), f->handle());  // the same block, nothing copied
+  f->reset();
+  auto v = g->view();  // still alive: g holds a reference
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->topic, "t");
+  Frame moved = std::move(*g);
+  EXPECT_FALSE(*g);
+  EXPECT_TRUE(moved);
+  // Given away (as through a channel) and taken back by the same slot.
+  auto h = moved.give_away();
+  ASSERT_TRUE(h);
+  EXPECT_FALSE(moved);
+  ASSERT_TRUE(pool_->hold(slot_, *h));
+  Frame back(*pool_, slot_, *h);
+  EXPECT_TRUE(back.view());
+}
+
+}  // namespace
+}  // namespace palm

@@ -100,7 +100,8 @@ constexpr int kOk = 0;
 constexpr int kNoMapping = 10;
 constexpr int kWaitFailed = 11;
 
-// args: shm name, rounds, spin (ns), ring_if_waiting (0/1).
+// args: shm name, rounds, spin (ns), ring_if_waiting (0/1), yield in the
+// predicate after "not yet" (0/1: widens the check-to-announce window).
 PALM_TEST_PEER(pingpong_child) {
   Mapping map = Mapping::open(args.at(0), sizeof(Shared));
   if (!map) return kNoMapping;
@@ -108,11 +109,16 @@ PALM_TEST_PEER(pingpong_child) {
   const std::uint64_t rounds = std::stoull(args.at(1));
   const std::chrono::nanoseconds spin{std::stoll(args.at(2))};
   const bool if_waiting = args.at(3) == "1";
+  const bool yield = args.at(4) == "1";
   for (std::uint64_t r = 0; r < rounds; ++r) {
     const WaitResult w = shm->child_bell.wait_for(
-        // acquire: pairs with the parent's release store of the turn.
-        [&] { return shared(shm->turn).load(std::memory_order_acquire) == 2 * r + 1; }, kNever,
-        spin);
+        [&] {
+          // acquire: pairs with the parent's release store of the turn.
+          const bool mine = shared(shm->turn).load(std::memory_order_acquire) == 2 * r + 1;
+          if (!mine && yield) std::this_thread::yield();
+          return mine;
+        },
+        kNever, spin);
     if (w != WaitResult::kReady) return kWaitFailed;
     shared(shm->turn).store(2 * r + 2, std::memory_order_release);
     if (if_waiting) {
@@ -157,6 +163,7 @@ PALM_TEST_PEER(shutdown_waiter) {
 struct PingPongCase {
   bool ring_if_waiting;
   std::chrono::nanoseconds spin;
+  bool yield_in_predicate = false;
 };
 
 class DoorbellProcPingPong : public testing::TestWithParam<PingPongCase> {};
@@ -169,7 +176,8 @@ TEST_P(DoorbellProcPingPong, NeverLosesAWakeupAcrossProcesses) {
   Shared* shm = map.as<Shared>();
   Child child = spawn_peer("pingpong_child", {guard.name(), std::to_string(kRounds),
                                               std::to_string(c.spin.count()),
-                                              c.ring_if_waiting ? "1" : "0"});
+                                              c.ring_if_waiting ? "1" : "0",
+                                              c.yield_in_predicate ? "1" : "0"});
   std::uint64_t r = 0;
   for (; r < kRounds; ++r) {
     shared(shm->turn).store(2 * r + 1, std::memory_order_release);
@@ -179,8 +187,12 @@ TEST_P(DoorbellProcPingPong, NeverLosesAWakeupAcrossProcesses) {
       shm->child_bell.ring();
     }
     const WaitResult w = shm->parent_bell.wait_for(
-        [&] { return shared(shm->turn).load(std::memory_order_acquire) == 2 * r + 2; }, kNever,
-        c.spin);
+        [&] {
+          const bool mine = shared(shm->turn).load(std::memory_order_acquire) == 2 * r + 2;
+          if (!mine && c.yield_in_predicate) std::this_thread::yield();
+          return mine;
+        },
+        kNever, c.spin);
     if (w != WaitResult::kReady) break;
   }
   EXPECT_EQ(r, kRounds) << "the parent's wait timed out: a wake-up was lost";
@@ -190,7 +202,8 @@ TEST_P(DoorbellProcPingPong, NeverLosesAWakeupAcrossProcesses) {
 INSTANTIATE_TEST_SUITE_P(Processes, DoorbellProcPingPong,
                          testing::Values(PingPongCase{false, kNoSpin},
                                          PingPongCase{true, kNoSpin},
-                                         PingPongCase{false, Doorbell::kDefaultSpin}));
+                                         PingPongCase{false, Doorbell::kDefaultSpin},
+                                         PingPongCase{true, kNoSpin, true}));
 
 TEST(DoorbellProc, ManyProducerProcessesRingOneConsumer) {
   constexpr int kProducers = 4;

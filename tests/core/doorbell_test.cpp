@@ -26,7 +26,7 @@ constexpr auto kNever = 60s;  // a wait that must be woken: a timeout fails
 constexpr std::chrono::nanoseconds kNoSpin{0};
 
 #if defined(PALM_SANITIZE_thread) || defined(PALM_SANITIZE_address)
-constexpr std::uint64_t kRounds = 10'000;
+constexpr std::uint64_t kRounds = 20'000;
 #else
 constexpr std::uint64_t kRounds = 50'000;
 #endif

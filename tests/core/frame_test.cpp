@@ -107,9 +107,10 @@ TEST_F(FrameTest, ParsedGoldenFrameIsByteIdenticalAndViewable) {
 }
 
 TEST_F(FrameTest, MalformedWireIsRejectedAndLosesNoBlock) {
-  auto wire = golden("server_eval.client_push.hex");
-  wire.resize(wire.size() - 3);  // cut inside the payload
-  auto h = parse_frame(*pool_, slot_, wire);
+  const auto wire = golden("server_eval.client_push.hex");
+  ASSERT_GT(wire.size(), 3u);
+  // Cut inside the payload.
+  auto h = parse_frame(*pool_, slot_, std::span<const std::byte>(wire).first(wire.size() - 3));
   ASSERT_FALSE(h);
   EXPECT_EQ(h.error().code, Errc::kTruncated);
 }

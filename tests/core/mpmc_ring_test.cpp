@@ -38,7 +38,7 @@ namespace {
 using namespace std::chrono_literals;
 
 #if defined(PALM_SANITIZE_thread) || defined(PALM_SANITIZE_address)
-constexpr std::uint64_t kStressItems = 60'000;  // per run, over all producers
+constexpr std::uint64_t kStressItems = 150'000;  // per run, over all producers
 #else
 constexpr std::uint64_t kStressItems = 200'000;
 #endif

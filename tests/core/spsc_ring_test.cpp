@@ -268,7 +268,7 @@ class SpscRingStream : public testing::TestWithParam<StreamCase> {};
 TEST_P(SpscRingStream, ItemsArriveOnceInOrder) {
   const StreamCase c = GetParam();
 #if defined(PALM_SANITIZE_thread) || defined(PALM_SANITIZE_address)
-  constexpr std::uint64_t kItems = 100'000;
+  constexpr std::uint64_t kItems = 200'000;
 #else
   constexpr std::uint64_t kItems = 400'000;
 #endif

@@ -5,11 +5,6 @@
 // every wait has a 60 s timeout and reaching it FAILS the test, and every
 // ring is needed for progress.
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -18,17 +13,18 @@
 #include <cstdint>
 #include <string>
 #include <thread>
-#include <utility>
 #include <vector>
 
 #include "palm/core/doorbell.hpp"
 #include "peer.hpp"
+#include "shm_mapping.hpp"
 
 namespace palm {
 namespace {
 
 using namespace std::chrono_literals;
 using test::Child;
+using test::SharedMapping;
 using test::ShmGuard;
 using test::spawn_peer;
 using test::unique_name;
@@ -41,46 +37,6 @@ constexpr std::uint64_t kRounds = 20'000;
 #else
 constexpr std::uint64_t kRounds = 50'000;
 #endif
-
-// A POSIX shared-memory mapping, unmapped on destruction (the name is
-// unlinked by the test's ShmGuard).
-class Mapping {
- public:
-  static Mapping create(const std::string& name, std::size_t bytes) { return map(name, bytes, true); }
-  static Mapping open(const std::string& name, std::size_t bytes) { return map(name, bytes, false); }
-  Mapping(Mapping&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), bytes_(other.bytes_) {}
-  Mapping(const Mapping&) = delete;  // one owner unmaps
-  Mapping& operator=(const Mapping&) = delete;
-  Mapping& operator=(Mapping&&) = delete;
-  ~Mapping() {
-    if (data_ != nullptr) ::munmap(data_, bytes_);
-  }
-  explicit operator bool() const { return data_ != nullptr; }
-  template <class T>
-  T* as() const {
-    return static_cast<T*>(data_);
-  }
-
- private:
-  Mapping(void* data, std::size_t bytes) : data_(data), bytes_(bytes) {}
-  static Mapping map(const std::string& name, std::size_t bytes, bool create) {
-    const std::string path = "/" + name;
-    const int fd = create ? ::shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600)
-                          : ::shm_open(path.c_str(), O_RDWR, 0);
-    if (fd < 0) return Mapping(nullptr, bytes);
-    if (create && ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-      ::close(fd);
-      return Mapping(nullptr, bytes);
-    }
-    void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);
-    return Mapping(mem == MAP_FAILED ? nullptr : mem, bytes);
-  }
-
-  void* data_;
-  std::size_t bytes_;
-};
 
 std::atomic_ref<std::uint64_t> shared(std::uint64_t& word) { return std::atomic_ref<std::uint64_t>(word); }
 
@@ -103,9 +59,9 @@ constexpr int kWaitFailed = 11;
 // args: shm name, rounds, spin (ns), ring_if_waiting (0/1), yield in the
 // predicate after "not yet" (0/1: widens the check-to-announce window).
 PALM_TEST_PEER(pingpong_child) {
-  Mapping map = Mapping::open(args.at(0), sizeof(Shared));
+  auto map = SharedMapping::open(args.at(0), sizeof(Shared));
   if (!map) return kNoMapping;
-  Shared* shm = map.as<Shared>();
+  Shared* shm = map->as<Shared>();
   const std::uint64_t rounds = std::stoull(args.at(1));
   const std::chrono::nanoseconds spin{std::stoll(args.at(2))};
   const bool if_waiting = args.at(3) == "1";
@@ -133,9 +89,9 @@ PALM_TEST_PEER(pingpong_child) {
 // args: shm name, producer index, items. Publishes one item at a time, rings
 // the consumer (the parent), sleeps until it is acknowledged.
 PALM_TEST_PEER(ringing_producer) {
-  Mapping map = Mapping::open(args.at(0), sizeof(Shared));
+  auto map = SharedMapping::open(args.at(0), sizeof(Shared));
   if (!map) return kNoMapping;
-  Shared* shm = map.as<Shared>();
+  Shared* shm = map->as<Shared>();
   const auto p = static_cast<std::size_t>(std::stoul(args.at(1)));
   const std::uint64_t items = std::stoull(args.at(2));
   for (std::uint64_t i = 1; i <= items; ++i) {
@@ -154,9 +110,9 @@ PALM_TEST_PEER(ringing_producer) {
 
 // args: shm name. Sleeps on child_bell until shut down: exit 0 on kShutdown.
 PALM_TEST_PEER(shutdown_waiter) {
-  Mapping map = Mapping::open(args.at(0), sizeof(Shared));
+  auto map = SharedMapping::open(args.at(0), sizeof(Shared));
   if (!map) return kNoMapping;
-  const WaitResult w = map.as<Shared>()->child_bell.wait_for([] { return false; }, kNever, kNoSpin);
+  const WaitResult w = map->as<Shared>()->child_bell.wait_for([] { return false; }, kNever, kNoSpin);
   return w == WaitResult::kShutdown ? kOk : kWaitFailed;
 }
 
@@ -171,9 +127,9 @@ class DoorbellProcPingPong : public testing::TestWithParam<PingPongCase> {};
 TEST_P(DoorbellProcPingPong, NeverLosesAWakeupAcrossProcesses) {
   const PingPongCase c = GetParam();
   ShmGuard guard(unique_name("bell-pingpong"));
-  Mapping map = Mapping::create(guard.name(), sizeof(Shared));
+  auto map = SharedMapping::create(guard.name(), sizeof(Shared));
   ASSERT_TRUE(map) << "shm_open/mmap " << guard.name();
-  Shared* shm = map.as<Shared>();
+  Shared* shm = map->as<Shared>();
   Child child = spawn_peer("pingpong_child", {guard.name(), std::to_string(kRounds),
                                               std::to_string(c.spin.count()),
                                               c.ring_if_waiting ? "1" : "0",
@@ -209,9 +165,9 @@ TEST(DoorbellProc, ManyProducerProcessesRingOneConsumer) {
   constexpr int kProducers = 4;
   const std::uint64_t per_producer = kRounds / kProducers;
   ShmGuard guard(unique_name("bell-many"));
-  Mapping map = Mapping::create(guard.name(), sizeof(Shared));
+  auto map = SharedMapping::create(guard.name(), sizeof(Shared));
   ASSERT_TRUE(map) << "shm_open/mmap " << guard.name();
-  Shared* shm = map.as<Shared>();
+  Shared* shm = map->as<Shared>();
   std::vector<Child> children;
   for (int p = 0; p < kProducers; ++p) {
     children.push_back(spawn_peer("ringing_producer", {guard.name(), std::to_string(p),
@@ -244,11 +200,11 @@ TEST(DoorbellProc, ManyProducerProcessesRingOneConsumer) {
 
 TEST(DoorbellProc, ShutdownWakesAWaiterInAnotherProcess) {
   ShmGuard guard(unique_name("bell-shutdown"));
-  Mapping map = Mapping::create(guard.name(), sizeof(Shared));
+  auto map = SharedMapping::create(guard.name(), sizeof(Shared));
   ASSERT_TRUE(map) << "shm_open/mmap " << guard.name();
   Child child = spawn_peer("shutdown_waiter", {guard.name()});
   // Before or after the peer sleeps: shutdown is sticky, its wait ends.
-  map.as<Shared>()->child_bell.shutdown();
+  map->as<Shared>()->child_bell.shutdown();
   EXPECT_EQ(child.exit_code_within(kChildExit), kOk);
 }
 
@@ -257,9 +213,9 @@ TEST(DoorbellProc, ShutdownWakesAWaiterInAnotherProcess) {
 // and a new waiter is still woken.
 TEST(DoorbellProc, AWaiterKilledAsleepLeavesTheDoorbellUsable) {
   ShmGuard guard(unique_name("bell-killed"));
-  Mapping map = Mapping::create(guard.name(), sizeof(Shared));
+  auto map = SharedMapping::create(guard.name(), sizeof(Shared));
   ASSERT_TRUE(map) << "shm_open/mmap " << guard.name();
-  Shared* shm = map.as<Shared>();
+  Shared* shm = map->as<Shared>();
   Child child = spawn_peer("shutdown_waiter", {guard.name()});
   // Wait (bounded) until the peer announced itself: it is then in or about
   // to enter FUTEX_WAIT.

@@ -8,12 +8,12 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -24,6 +24,7 @@
 
 #include "palm/core/pool.hpp"
 #include "peer.hpp"
+#include "shm_mapping.hpp"
 
 namespace palm {
 namespace {
@@ -45,31 +46,19 @@ std::atomic_ref<std::uint64_t> word(const BlockView& v, std::size_t i) {
 }
 std::uint64_t stamp_of(Handle h) { return h.bits() * 0x9E3779B97F4A7C15ULL + 1; }
 
+// The pool's region is a MappedRegion, not a SharedMapping: the pool
+// reserves blocks through its fd (posix_fallocate), and MappedRegion forgets
+// ASan's poison before it unmaps. map_fd dups the fd; `file` closes ours.
 Result<MappedRegion> create_shm(const std::string& name, std::size_t bytes) {
-  const int fd = ::shm_open(("/" + name).c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) return errno_error(errno, "shm_open " + name);
-  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return errno_error(err, "ftruncate " + name);
-  }
-  auto r = MappedRegion::map_fd(fd, bytes);
-  ::close(fd);
-  return r;
+  auto file = test::ShmFile::create(name, bytes);
+  if (!file) return errno_error(errno, "shm_open or ftruncate of " + name);
+  return MappedRegion::map_fd(file->fd(), file->size());
 }
 
 Result<MappedRegion> open_shm(const std::string& name) {
-  const int fd = ::shm_open(("/" + name).c_str(), O_RDWR | O_CLOEXEC, 0);
-  if (fd < 0) return errno_error(errno, "shm_open " + name);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return errno_error(err, "fstat " + name);
-  }
-  auto r = MappedRegion::map_fd(fd, static_cast<std::size_t>(st.st_size));
-  ::close(fd);
-  return r;
+  auto file = test::ShmFile::open(name);
+  if (!file) return errno_error(errno, "shm_open or fstat of " + name);
+  return MappedRegion::map_fd(file->fd(), file->size());
 }
 
 // A pipe whose ends survive exec (the peer gets their numbers in argv).

@@ -5,11 +5,7 @@
 // drain what was published and go on with a new producer on a fresh channel
 // (DESIGN.md, "The crash model": a dead peer's channels are discarded whole).
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -18,20 +14,22 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <thread>
-#include <utility>
 #include <vector>
 
 #include "palm/core/doorbell.hpp"
 #include "palm/core/spsc_ring.hpp"
 #include "peer.hpp"
+#include "shm_mapping.hpp"
 
 namespace palm {
 namespace {
 
 using namespace std::chrono_literals;
 using test::Child;
+using test::SharedMapping;
 using test::ShmGuard;
 using test::spawn_peer;
 using test::unique_name;
@@ -62,42 +60,6 @@ std::byte* channel_memory(void* base, int channel) {
 
 std::uint64_t make_item(std::uint64_t producer, std::uint64_t seq) { return (producer << 32) | seq; }
 
-// A POSIX shared-memory mapping, unmapped on destruction (the name is
-// unlinked by the test's ShmGuard).
-class Mapping {
- public:
-  static Mapping create(const std::string& name) { return map(name, true); }
-  static Mapping open(const std::string& name) { return map(name, false); }
-  Mapping(Mapping&& other) noexcept : data_(std::exchange(other.data_, nullptr)) {}
-  Mapping(const Mapping&) = delete;  // one owner unmaps
-  Mapping& operator=(const Mapping&) = delete;
-  Mapping& operator=(Mapping&&) = delete;
-  ~Mapping() {
-    if (data_ != nullptr) ::munmap(data_, kShmBytes);
-  }
-  explicit operator bool() const { return data_ != nullptr; }
-  void* data() const { return data_; }
-  Bells* bells() const { return static_cast<Bells*>(data_); }
-
- private:
-  explicit Mapping(void* data) : data_(data) {}
-  static Mapping map(const std::string& name, bool create) {
-    const std::string path = "/" + name;
-    const int fd = create ? ::shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600)
-                          : ::shm_open(path.c_str(), O_RDWR, 0);
-    if (fd < 0) return Mapping(nullptr);
-    if (create && ::ftruncate(fd, static_cast<off_t>(kShmBytes)) != 0) {
-      ::close(fd);
-      return Mapping(nullptr);
-    }
-    void* mem = ::mmap(nullptr, kShmBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);
-    return Mapping(mem == MAP_FAILED ? nullptr : mem);
-  }
-
-  void* data_;
-};
-
 // Exit codes of the producer peer.
 constexpr int kOk = 0;
 constexpr int kNoMapping = 10;
@@ -109,16 +71,16 @@ constexpr int kTooLong = 13;
 // 0..items-1) in batches, sleeping on its doorbell when the ring is full and
 // ringing the consumer's after every publish. Bounded by 30 s.
 PALM_TEST_PEER(spsc_producer) {
-  Mapping map = Mapping::open(args.at(0));
+  auto map = SharedMapping::open(args.at(0), kShmBytes);
   if (!map) return kNoMapping;
   const int channel = std::stoi(args.at(1));
   const std::uint64_t producer = std::stoull(args.at(2));
   const std::uint64_t items = std::stoull(args.at(3));
   const std::size_t batch = std::stoul(args.at(4));
-  auto attached = Ring::attach_at(channel_memory(map.data(), channel), kRingBytes);
+  auto attached = Ring::attach_at(channel_memory(map->data(), channel), kRingBytes);
   if (!attached) return kAttachFailed;
   Ring* ring = *attached;
-  Bells* bells = map.bells();
+  Bells* bells = map->as<Bells>();
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   std::uint64_t buf[64];
   std::uint64_t seq = 0;
@@ -161,19 +123,19 @@ struct Checker {
 
 struct Fixture {
   ShmGuard guard;
-  Mapping map;
+  std::optional<SharedMapping> map;
   Ring* rings[kChannels] = {};
 
   explicit Fixture(const std::string& tag)
-      : guard(unique_name(tag)), map(Mapping::create(guard.name())) {
+      : guard(unique_name(tag)), map(SharedMapping::create(guard.name(), kShmBytes)) {
     if (!map) return;
     for (int c = 0; c < kChannels; ++c) {
-      auto ring = Ring::create_at(channel_memory(map.data(), c), kRingBytes, kCapacity);
+      auto ring = Ring::create_at(channel_memory(map->data(), c), kRingBytes, kCapacity);
       if (ring) rings[c] = *ring;
     }
   }
   bool ok() const { return map && rings[kChannels - 1] != nullptr; }
-  Bells* bells() const { return map.bells(); }
+  Bells* bells() const { return map->as<Bells>(); }
 };
 
 Child spawn_producer(const Fixture& f, int channel, std::uint64_t producer, std::uint64_t items,

@@ -1,0 +1,12 @@
+#pragma once
+// Built into the transport tests under TSan: the rule of tests/tsan.supp
+// (keep the two in step), read by TSan at start-up, so the threaded tests
+// need no TSAN_OPTIONS. libzmq is not instrumented: its hand-offs of message
+// buffers between threads look like races; only reports with a libzmq frame
+// are suppressed. Each test binary is one translation unit including this
+// once; `weak` keeps a second inclusion harmless.
+#if defined(__SANITIZE_THREAD__)
+extern "C" __attribute__((weak)) const char* __tsan_default_suppressions() {
+  return "race:libzmq.so\n";
+}
+#endif

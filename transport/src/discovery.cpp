@@ -1,0 +1,82 @@
+#include "palm/transport/discovery.hpp"
+
+#include <boost/uuid/random_generator.hpp>
+#include <boost/uuid/uuid_io.hpp>
+
+#include <utility>
+
+namespace palm::transport {
+
+std::string make_uuid4() {
+  // One generator per thread: boost's random_generator is not thread-safe,
+  // and seeding it (from the OS) per call would be slow.
+  thread_local boost::uuids::random_generator generate;
+  return boost::uuids::to_string(generate());
+}
+
+Result<DiscoveryClient> DiscoveryClient::connect(Context& context, std::string db_address,
+                                                 std::string server_name) {
+  auto endpoint = context.open(EndpointSpec::connect_to(Pattern::kReq, std::move(db_address)));
+  if (!endpoint) return tl::unexpected(std::move(endpoint.error()));
+  return DiscoveryClient(context, std::move(*endpoint), std::move(server_name));
+}
+
+DiscoveryClient::DiscoveryClient(Context& context, std::unique_ptr<Endpoint> endpoint,
+                                 std::string server_name)
+    : context_(&context),
+      endpoint_(std::move(endpoint)),
+      server_name_(std::move(server_name)),
+      client_id_(make_uuid4()) {}
+
+DiscoveryClient::DiscoveryClient(DiscoveryClient&&) noexcept = default;
+DiscoveryClient& DiscoveryClient::operator=(DiscoveryClient&&) noexcept = default;
+DiscoveryClient::~DiscoveryClient() = default;
+
+Result<std::string> DiscoveryClient::get(std::string_view key, std::chrono::milliseconds timeout) {
+  std::lock_guard lock(*mutex_);
+  const std::string pipeline = make_uuid4();
+  const std::string function = server_name_ + ".get";
+  MessageView m;
+  m.pipeline = pipeline;
+  m.client = client_id_;
+  m.function = function;
+  m.payload = std::as_bytes(std::span<const char>(key.data(), key.size()));
+  auto frame = context_->build(m);
+  if (!frame) return tl::unexpected(std::move(frame.error()));
+
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto left = [&] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(deadline -
+                                                                std::chrono::steady_clock::now());
+  };
+  const std::uint64_t token = next_token_++;
+  Envelope to;
+  to.peer = static_cast<PeerId>(token);
+  const SendResult sent = endpoint_->send_for(*frame, left(), to);
+  if (sent == SendResult::kTimeout) {
+    return make_error(Errc::kTimeout, "the request for '" + std::string(key) + "' could not be queued");
+  }
+  if (sent != SendResult::kQueued) {
+    return make_error(Errc::kClosed, std::string("the discovery endpoint refused the request: ") +
+                                         to_string(sent));
+  }
+  // Replies to earlier requests (abandoned after their timeout) carry older
+  // tokens: skip them. Bounded by the deadline.
+  for (;;) {
+    Delivery d;
+    const WaitResult r = endpoint_->recv_for(d, left());
+    if (r == WaitResult::kTimeout) {
+      return make_error(Errc::kTimeout, "no reply from " + endpoint_->address() + " for '" +
+                                            std::string(key) + "' within " +
+                                            std::to_string(timeout.count()) + " ms");
+    }
+    if (r == WaitResult::kShutdown) return make_error(Errc::kClosed, "the context is shut down");
+    if (d.peer != to.peer || d.event != Event::kMessage) continue;
+    auto view = d.frame.view();
+    if (!view) return tl::unexpected(std::move(view.error()));
+    const auto payload = view->message.payload;
+    return std::string(reinterpret_cast<const char*>(payload.data()), payload.size());
+  }
+}
+
+}  // namespace palm::transport

@@ -294,7 +294,11 @@ int run_demo(const DemoOptions& o) {
     }
     std::printf("palm demo: every block back in the pool; segment removed\n");
   }
-  return failures == 0 && !g_interrupted.load() ? 0 : 1;
+  if (g_interrupted.load(std::memory_order_relaxed)) {
+    std::printf("palm demo: interrupted; both sides stopped, their blocks reclaimed, segment removed\n");
+    return 130;
+  }
+  return failures == 0 ? 0 : 1;
 }
 
 }  // namespace palm::tools

@@ -2,8 +2,15 @@
 // The transport pattern suite, parameterized on the endpoint scheme. Included
 // by zmq_patterns_test.cpp (inproc: the peers are threads sharing the test's
 // Context; run under TSan too) and zmq_patterns_proc_test.cpp (tcp, ipc: the
-// peers are processes, fork + exec of the test binary). The shm transport
-// joins as one more parameter.
+// peers are processes, fork + exec of the test binary) and
+// shm_patterns_proc_test.cpp (shm: processes attaching to the test's segment
+// by name, with PALM_TRANSPORT=shm; every role checks its endpoints are on
+// the transport that mode requires, and the test checks the per-peer
+// counters of its shm endpoints).
+//
+// TransportPatterns and TransportPushPull hold what every transport carries;
+// TransportZmqPatterns what only ZeroMQ does (request/reply and the cache,
+// raw libzmq peers): the shm suite does not instantiate it.
 //
 // Peers ("roles") report what they received over a PUSH to the test's PULL,
 // and stop when the test publishes on a control PUB; the test waits for
@@ -27,6 +34,8 @@
 #include "palm/transport/context.hpp"
 #include "palm/transport/discovery.hpp"
 #include "palm/transport/endpoint.hpp"
+#include "palm/transport/shm/host.hpp"
+#include "palm/transport/shm/host_identity.hpp"
 #include "palm/transport/zmq/raw_context.hpp"
 #include "peer.hpp"
 #include "zmq_test_util.hpp"
@@ -152,6 +161,21 @@ class Peers {
   std::vector<std::unique_ptr<Entry>> entries_;
 };
 
+// True if every endpoint is on the transport PALM_TRANSPORT requires: shm
+// (the shm suite sets it) or tcp (anything but shm). A role returns 90
+// otherwise, so a fallback fails the test.
+inline bool on_required_transport(std::initializer_list<const Endpoint*> eps) {
+  auto mode = shm::transport_mode_from_env();
+  if (!mode) return false;
+  for (const Endpoint* ep : eps) {
+    const bool on_shm = ep->scheme() == Scheme::kShm;
+    if (*mode == shm::TransportMode::kShm && !on_shm) return false;
+    if (*mode == shm::TransportMode::kTcp && on_shm) return false;
+  }
+  return true;
+}
+constexpr int kWrongTransport = 90;
+
 // Sends a report (client = id, function = kind, payload = seq).
 inline bool report(Context& ctx, Endpoint& results, const std::string& id, const char* kind,
                    std::uint64_t seq) {
@@ -168,6 +192,7 @@ PALM_TRANSPORT_ROLE(consumer) {
   auto pull = ctx.open(EndpointSpec::connect_to(Pattern::kPull, a.at(0))).value();
   auto results = ctx.open(EndpointSpec::connect_to(Pattern::kPush, a.at(1))).value();
   auto control = ctx.open(sub_spec(a.at(2), {""})).value();
+  if (!on_required_transport({pull.get(), results.get(), control.get()})) return kWrongTransport;
   pull->set_doorbell(&bell);
   control->set_doorbell(&bell);
   const std::string& id = a.at(3);
@@ -195,6 +220,7 @@ PALM_TRANSPORT_ROLE(subscriber) {
   prefixes.push_back("$end");
   auto sub = ctx.open(sub_spec(a.at(0), prefixes)).value();
   auto results = ctx.open(EndpointSpec::connect_to(Pattern::kPush, a.at(1))).value();
+  if (!on_required_transport({sub.get(), results.get()})) return kWrongTransport;
   const std::string& id = a.at(2);
   for (const auto deadline = Clock::now() + 60s; Clock::now() < deadline;) {
     if (env.vanished()) return 137;
@@ -251,6 +277,7 @@ PALM_TRANSPORT_ROLE(worker) {
   spec.credits = static_cast<std::uint32_t>(std::stoul(a.at(3)));
   auto w = ctx.open(spec).value();
   auto control = ctx.open(sub_spec(a.at(1), {""})).value();
+  if (!on_required_transport({w.get(), control.get()})) return kWrongTransport;
   w->set_doorbell(&bell);
   control->set_doorbell(&bell);
   const std::string& id = a.at(2);
@@ -304,7 +331,10 @@ class TransportBase : public ::testing::Test {
   }
   Context& ctx() { return *ctx_; }
   Scheme scheme() const { return scheme_; }
-  std::string addr(const std::string& name) { return bind_address(scheme_, dir_, name); }
+  std::string addr(const std::string& name) {
+    if (scheme_ == Scheme::kShm) return "shm://" + segment_.name() + "/" + name;
+    return bind_address(scheme_, dir_, name);
+  }
   std::unique_ptr<Endpoint> bind(Pattern p, const std::string& name) {
     return open_or_fail(ctx(), EndpointSpec::bind_to(p, addr(name)));
   }
@@ -314,8 +344,34 @@ class TransportBase : public ::testing::Test {
     EXPECT_EQ(control.send_for(f, 10s), SendResult::kQueued);
   }
 
+  // shm: the endpoints' transport counters. Each bound endpoint must have
+  // `peers` peers attached, all on shm, which carried at least `out`
+  // messages to them and `in` from them. Other schemes: nothing to check.
+  // (nullopt peers: any number, e.g. while a killed one is being discarded.)
+  void expect_carried_by_shm(Endpoint& ep, std::optional<std::size_t> peers, std::uint64_t out,
+                             std::uint64_t in) {
+    if (scheme_ != Scheme::kShm) return;
+    auto* s = dynamic_cast<shm::ShmEndpoint*>(&ep);
+    ASSERT_NE(s, nullptr) << ep.address() << " is not a shm endpoint";
+    const auto status = s->peer_status();
+    if (peers) {
+      EXPECT_EQ(status.size(), *peers) << ep.address();
+    }
+    std::uint64_t sent = 0, received = 0;
+    for (const auto& p : status) {
+      EXPECT_STREQ(p.transport, "shm") << ep.address() << " peer " << p.pid;
+      sent += p.messages_out;
+      received += p.messages_in;
+    }
+    EXPECT_GE(sent, out) << ep.address();
+    EXPECT_GE(received, in) << ep.address();
+  }
+
   Scheme scheme_ = Scheme::kInproc;
   TempDir dir_;  // ipc sockets; removed after the context closed them
+  // shm: this test's segment (the context creates it on the first bind and
+  // removes it at shutdown; the guard unlinks it if the test crashed).
+  palm::test::ShmGuard segment_{palm::test::unique_name("suite")};
   std::optional<Context> ctx_;
 };
 
@@ -323,6 +379,9 @@ class TransportPatterns : public TransportBase, public ::testing::WithParamInter
  protected:
   void SetUp() override { start(GetParam()); }
 };
+
+// What only ZeroMQ carries: request/reply (the cache), raw libzmq peers.
+class TransportZmqPatterns : public TransportPatterns {};
 
 // push/pull with 1..4 consumers.
 class TransportPushPull : public TransportBase,

@@ -41,6 +41,10 @@ TEST_P(TransportPushPull, EveryMessageExactlyOnce) {
   ASSERT_EQ(seen.size(), kMessages);
   for (const auto& [seq, n] : seen) ASSERT_EQ(n, 1) << "seq " << seq << " arrived " << n << " times";
   for (const auto& [id, n] : per_consumer) std::printf("  %s: %d messages\n", id.c_str(), n);
+  // shm: every consumer attached by name, and the segment carried it all.
+  const auto kk = static_cast<std::uint64_t>(k);
+  expect_carried_by_shm(*push, static_cast<std::size_t>(k), kMessages, 0);
+  expect_carried_by_shm(*results, static_cast<std::size_t>(k), 0, kMessages + kk);
 
   publish_control(*control, "stop");
   collect(*results, on, [&] { return ended.size() == static_cast<std::size_t>(k); });
@@ -78,6 +82,14 @@ TEST_P(TransportPatterns, PubSubFiltersByPrefixAndFansOut) {
     Frame f = make_msg(ctx(), "test", "news", seq, topics[seq % 5]);
     ASSERT_TRUE(send_draining(*pub, f, *results, on));
   }
+  // Every report in (before "$end": the subscribers leave after it).
+  collect(*results, on, [&] {
+    return got["all"].size() == kMessages && got["a"].size() == kMessages / 5 &&
+           got["bc"].size() == 3 * kMessages / 5;
+  });
+  constexpr std::uint64_t kDelivered = kMessages + kMessages / 5 + 3 * kMessages / 5;
+  expect_carried_by_shm(*pub, 3, kDelivered, 0);
+  expect_carried_by_shm(*results, 3, 0, kDelivered);
   Frame end = make_msg(ctx(), "test", "end", 0, "$end");
   ASSERT_TRUE(send_draining(*pub, end, *results, on));
   collect(*results, on, [&] { return ended.size() == 3; });
@@ -98,7 +110,7 @@ TEST_P(TransportPatterns, PubSubFiltersByPrefixAndFansOut) {
 
 // REQ/REP: the rep side answers each request with raw bytes (PROTOCOL.md
 // "The reply is raw bytes").
-TEST_P(TransportPatterns, ReqRepAnswersWithRawBytes) {
+TEST_P(TransportZmqPatterns, ReqRepAnswersWithRawBytes) {
   auto rep = bind(Pattern::kRep, "rep");
   ASSERT_TRUE(rep);
   Peers peers(scheme(), ctx());
@@ -128,7 +140,7 @@ TEST_P(TransportPatterns, ReqRepAnswersWithRawBytes) {
 
 // The discovery client asks a cache; a request that timed out does not wedge
 // the REQ socket, and its late reply is not taken for the next one's.
-TEST_P(TransportPatterns, DiscoveryGetsKeysAndSurvivesATimeout) {
+TEST_P(TransportZmqPatterns, DiscoveryGetsKeysAndSurvivesATimeout) {
   auto rep = bind(Pattern::kRep, "db");
   ASSERT_TRUE(rep);
   Peers peers(scheme(), ctx());
@@ -235,6 +247,8 @@ TEST_P(TransportPatterns, DispatchHonoursCredits) {
   EXPECT_GT(per_worker[workers[1]], 0);
   for (PeerId w : workers) EXPECT_EQ(dispatcher->credits(w), kCredits);
   EXPECT_EQ(dispatcher->peers().size(), 2u);
+  expect_carried_by_shm(*dispatcher, 2, kMessages, kMessages);
+  expect_carried_by_shm(*control, 2, 1, 0);
   publish_control(*control, "stop");
   for (std::size_t i = 0; i < 2; ++i) EXPECT_EQ(peers.exit_code(i, 30s), 0);
 }
@@ -299,14 +313,32 @@ TEST_P(TransportPatterns, DispatchGoesOnWhenAWorkerVanishes) {
     in_flight[d.peer].erase(m->seq);
     if (m->client == "A") {
       by_name["A"] = d.peer;
-      if (++from_a == 10) {
+      // At A's first result: A answers at least the credits it was sent
+      // first, so this comes before the last result whatever the pace.
+      if (++from_a == 1) {
         killed = d.peer;
         peers.kill(a);
       }
     }
   }
+  // A may have answered everything it held before it died (shm is quick):
+  // then its kPeerGone comes after the last result, once the transport
+  // noticed the death (the host's liveness check, ZeroMQ's disconnect).
+  ASSERT_TRUE(killed.has_value());
+  for (const auto deadline = Clock::now() + 30s; !gone_seen && Clock::now() < deadline;) {
+    Delivery d;
+    if (dispatcher->recv_for(d, 50ms) != WaitResult::kReady) continue;
+    if (d.event == Event::kPeerGone) {
+      gone_seen = true;
+      EXPECT_EQ(killed, d.peer);
+    } else if (auto m = read_msg(d)) {
+      ++results[m->seq];  // a late duplicate of a re-sent message
+    }
+  }
   EXPECT_TRUE(gone_seen);
   ASSERT_EQ(results.size(), kMessages);
+  // B alone is left (A was discarded before kPeerGone), on shm.
+  expect_carried_by_shm(*dispatcher, 1, 1, 1);
   for (const auto& [seq, n] : results) {
     // At least once; twice only for what was re-sent after A vanished.
     if (n > 1) {
@@ -370,6 +402,9 @@ TEST_P(TransportPatterns, PushPullGoesOnWhenAConsumerVanishes) {
   ASSERT_EQ(hello.count("B"), 1u);
   feed("B", 20);
   EXPECT_GE(got["B"], 20);
+  // A may still be attached until the host's liveness check discards it.
+  expect_carried_by_shm(*push, std::nullopt, 20, 0);
+  expect_carried_by_shm(*results, std::nullopt, 0, 20);
   EXPECT_EQ(push->stats().errors, 0u);
   // Both consumers subscribed to the control channel once each.
   ASSERT_EQ(control->wait_subscriptions(2, 30s), WaitResult::kReady);
@@ -381,7 +416,7 @@ TEST_P(TransportPatterns, PushPullGoesOnWhenAConsumerVanishes) {
 
 // Raw garbage from a raw libzmq socket: logged, counted, and the socket goes
 // on to deliver the next (golden) frame byte for byte.
-TEST_P(TransportPatterns, MalformedFrameIsCountedAndTheSocketGoesOn) {
+TEST_P(TransportZmqPatterns, MalformedFrameIsCountedAndTheSocketGoesOn) {
   auto zmq_ctx = zmq_context_of(ctx());
   ASSERT_TRUE(zmq_ctx);
   auto pull = bind(Pattern::kPull, "pull");

@@ -7,6 +7,8 @@ namespace palm::transport::test {
 
 INSTANTIATE_TEST_SUITE_P(Zmq, TransportPatterns, ::testing::Values(Scheme::kTcp, Scheme::kIpc),
                          scheme_name);
+INSTANTIATE_TEST_SUITE_P(Zmq, TransportZmqPatterns,
+                         ::testing::Values(Scheme::kTcp, Scheme::kIpc), scheme_name);
 INSTANTIATE_TEST_SUITE_P(Zmq, TransportPushPull,
                          ::testing::Combine(::testing::Values(Scheme::kTcp, Scheme::kIpc),
                                             ::testing::Values(1, 2, 3, 4)),

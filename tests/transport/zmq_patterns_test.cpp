@@ -6,6 +6,8 @@
 namespace palm::transport::test {
 
 INSTANTIATE_TEST_SUITE_P(Zmq, TransportPatterns, ::testing::Values(Scheme::kInproc), scheme_name);
+INSTANTIATE_TEST_SUITE_P(Zmq, TransportZmqPatterns, ::testing::Values(Scheme::kInproc),
+                         scheme_name);
 INSTANTIATE_TEST_SUITE_P(Zmq, TransportPushPull,
                          ::testing::Combine(::testing::Values(Scheme::kInproc),
                                             ::testing::Values(1, 2, 3, 4)),

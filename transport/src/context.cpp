@@ -44,17 +44,80 @@ ContextCore::~ContextCore() {
 Result<std::unique_ptr<Endpoint>> ContextCore::open(const EndpointSpec& spec) {
   auto address = Address::parse(spec.address);
   if (!address) return tl::unexpected(std::move(address.error()));
+  if (address->scheme == Scheme::kShm) return open_shm(spec, *address);
   if (!is_zmq(address->scheme)) {
     return make_error(Errc::kInvalidArgument,
                       std::string("the ") + to_string(address->scheme) +
-                          ":// transport is not built yet (transports II); use tcp://, ipc:// "
-                          "or inproc://");
+                          ":// scheme is not opened by Context::open; use tcp://, ipc://, "
+                          "inproc:// or shm://, or open_auto (auto_select.hpp) for a palm server");
   }
   auto transport = zmq_transport();
   if (!transport) return tl::unexpected(std::move(transport.error()));
   // Outside the lock: open waits for the bridge. The transport lives until
   // the core dies, and the caller holds the Context.
   return (*transport)->open(spec, *address);
+}
+
+namespace {
+
+// What shm:// carries (host.hpp): the bound side of push/pull, pub and
+// dispatch; the connected side of push/pull, sub and worker. kInvalidArgument
+// naming the way out otherwise.
+Result<void> check_shm_pattern(const EndpointSpec& spec) {
+  const Pattern p = spec.pattern;
+  if (p == Pattern::kReq || p == Pattern::kRep) {
+    return make_error(Errc::kInvalidArgument,
+                      std::string("shm:// does not carry ") + to_string(p) +
+                          ": request/reply and its raw bodies (the cache service) stay on tcp://; " +
+                          spec.address);
+  }
+  if (spec.bind && (p == Pattern::kSub || p == Pattern::kWorker)) {
+    return make_error(Errc::kInvalidArgument,
+                      std::string("shm:// cannot bind a ") + to_string(p) + " (" + spec.address +
+                          "): the segment's owner binds the pub or dispatcher, peers connect " +
+                          (p == Pattern::kSub ? "subs" : "workers"));
+  }
+  if (!spec.bind && (p == Pattern::kPub || p == Pattern::kDispatcher)) {
+    return make_error(Errc::kInvalidArgument,
+                      std::string("shm:// cannot connect a ") + to_string(p) + " (" + spec.address +
+                          "): bind it on the segment's owner");
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Endpoint>> ContextCore::open_shm(const EndpointSpec& spec,
+                                                       const Address& address) {
+  if (auto ok = check_shm_pattern(spec); !ok) return tl::unexpected(std::move(ok.error()));
+  auto [segment, service] = shm::split_shm_address(address.rest);
+  if (spec.bind) {
+    // Under the lock: shutdown() takes the hosts, and a bind must not race
+    // it onto a host being shut down (or create one after it).
+    std::lock_guard lock(mutex_);
+    if (shut_down_) return make_error(Errc::kClosed, "the context is shut down");
+    auto it = shm_hosts_.find(segment);
+    if (it == shm_hosts_.end()) {
+      auto host = shm::Host::create(segment, options_.shm);
+      if (!host) return tl::unexpected(std::move(host.error()));
+      it = shm_hosts_.emplace(segment, std::move(*host)).first;
+    }
+    auto ep = it->second.bind(spec.pattern, service);
+    if (!ep) return tl::unexpected(std::move(ep.error()));
+    return std::unique_ptr<Endpoint>(std::move(*ep));
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (shut_down_) return make_error(Errc::kClosed, "the context is shut down");
+  }
+  shm::ConnectOptions o;
+  o.service = service;
+  o.credits = spec.credits;
+  o.subscriptions = spec.subscriptions;
+  o.timeout = options_.transport.command_timeout;
+  auto ep = shm::connect(segment, spec.pattern, o);
+  if (!ep) return tl::unexpected(std::move(ep.error()));
+  return std::unique_ptr<Endpoint>(std::move(*ep));
 }
 
 Result<Transport*> ContextCore::zmq_transport() {
@@ -76,12 +139,17 @@ Result<void*> ContextCore::zmq_context() {
 
 void ContextCore::shutdown() noexcept {
   Transport* zmq = nullptr;
+  std::map<std::string, shm::Host> hosts;
   {
     std::lock_guard lock(mutex_);
     shut_down_ = true;
     zmq = zmq_.get();
+    hosts.swap(shm_hosts_);
   }
   if (zmq != nullptr) zmq->shutdown();
+  // Outside the lock: Host::shutdown joins its monitor and removes the
+  // segment; its bound endpoints fail with kClosed from then on.
+  hosts.clear();
 }
 
 }  // namespace detail

@@ -4,13 +4,16 @@
 // frame still queued in their rings (see context.hpp, "Lifetime").
 
 #include <cstddef>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "palm/core/pool.hpp"
 #include "palm/core/region.hpp"
 #include "palm/transport/context.hpp"
 #include "palm/transport/endpoint.hpp"
+#include "palm/transport/shm/host.hpp"
 
 namespace palm::transport::detail {
 
@@ -45,8 +48,14 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
   std::mutex mutex_;                 // guards the members below
   // The transport behind tcp/ipc/inproc, started on first use.
   Result<Transport*> zmq_transport();
+  // shm://SEGMENT/SERVICE: binds on this context's host of SEGMENT (created
+  // on the first bind), or attaches to another process's segment.
+  Result<std::unique_ptr<Endpoint>> open_shm(const EndpointSpec& spec, const Address& address);
 
   std::unique_ptr<Transport> zmq_;   // created on the first zmq open
+  // The segments this context serves, by name: created on the first bind to
+  // shm://NAME/..., shut down (and removed) with the context.
+  std::map<std::string, shm::Host> shm_hosts_;
   bool shut_down_ = false;
 };
 

@@ -5,9 +5,9 @@
 //   tcp://host:port       ZeroMQ over TCP; "*" as the port binds a free one
 //   ipc:///path           ZeroMQ over a Unix socket
 //   inproc://name         ZeroMQ between the threads of one Context
-//   shm://name            shared memory only (transports II)
+//   shm://name[/service]  shared memory only (shm/host.hpp; Context::open)
 //   auto://host:port      shm when the peer shares this host, else tcp
-//                         (transports II)
+//                         (open_auto, auto_select.hpp)
 //
 // Parsing is pure (no I/O, no allocation beyond the strings) and thread-safe.
 

@@ -17,9 +17,24 @@
 // inproc:// connects endpoints of one Context (one ZeroMQ context per palm
 // Context), i.e. threads of one process.
 //
+// shm://SEGMENT/SERVICE (shm/host.hpp): a bind creates segment SEGMENT on the
+// first bind to it (a shm::Host the Context owns: one monitor thread per
+// segment) and binds SERVICE there (push, pull, pub, dispatcher); a connect
+// attaches to a segment another process serves (push, pull, sub, worker).
+// Request/reply and raw bodies stay on tcp:// (kInvalidArgument). Frames
+// received from a shm endpoint live in the segment's pool, not the
+// Context's; frames built in the Context's pool are copied into the segment
+// once on send (build in ShmEndpoint::pool() to avoid it). An explicit
+// shm:// address is shared memory only: PALM_TRANSPORT governs the
+// auto-selection of open_auto (auto_select.hpp), not it.
+//
 // Lifetime: shutdown() (or the destructor) stops the bridge, closes every
 // socket with a bounded linger, terminates ZeroMQ (which runs every pending
-// zero-copy release) and wakes every blocked caller. Frames the context gave
+// zero-copy release) and wakes every blocked caller. It shuts down the
+// segments the Context serves (removing their names; their endpoints fail
+// with kClosed and their peers see the host gone); shm endpoints it
+// connected to other processes' segments live on until closed or their
+// host goes. Frames the context gave
 // out stay valid until released: the pool lives while any Frame, Endpoint or
 // Context refers to it. A frame of another pool sent through an endpoint
 // must have its pool outlive the Context's shutdown.
@@ -35,6 +50,7 @@
 #include "palm/core/frame.hpp"
 #include "palm/core/pool.hpp"
 #include "palm/transport/endpoint.hpp"
+#include "palm/transport/shm/host.hpp"
 
 namespace palm::transport {
 
@@ -95,6 +111,8 @@ PoolConfig default_context_pool();
 struct ContextOptions {
   PoolConfig pool = default_context_pool();
   TransportOptions transport{};
+  // The segments created by binds to shm:// addresses.
+  shm::HostOptions shm{};
 };
 
 class Context {
@@ -111,8 +129,10 @@ class Context {
 
   // Opens an endpoint; the scheme of spec.address picks the transport.
   // Blocks until it is bound or connected (bounded by command_timeout).
-  // Errors: kInvalidArgument (address, pattern, options), kSystem (ZeroMQ's
-  // message: address in use...), kClosed after shutdown, kTimeout.
+  // Errors: kInvalidArgument (address, pattern, options; a pattern shm://
+  // does not carry), kSystem (ZeroMQ's message: address in use...), kClosed
+  // after shutdown, kTimeout; shm:// connects: kNotFound (no such segment
+  // or service), kPeerDead, kExhausted (shm/host.hpp).
   // Thread-safe.
   [[nodiscard]] Result<std::unique_ptr<Endpoint>> open(const EndpointSpec& spec);
 

@@ -1,0 +1,132 @@
+// Context::open on shm:// addresses: a bind creates the context's segment
+// (one per name, several services on it), a connect attaches to it, the
+// patterns shm does not carry are refused by name, and shutdown removes the
+// segment. Threads only (both sides in this process): runs under TSan too.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "palm/transport/context.hpp"
+#include "palm/transport/shm/host.hpp"
+#include "peer.hpp"
+#include "zmq_test_util.hpp"
+
+namespace palm::transport::test {
+namespace {
+
+ContextOptions small_options() {
+  ContextOptions o;
+  o.pool.set_blocks(256, 2048).set_blocks(512, 2048);
+  o.transport.queue_capacity = 256;
+  o.transport.command_timeout = 2s;
+  return o;
+}
+
+class ContextShm : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto c = Context::create(small_options());
+    ASSERT_TRUE(c) << c.error().describe();
+    ctx_.emplace(std::move(*c));
+  }
+  Context& ctx() { return *ctx_; }
+  std::string addr(const std::string& service) { return "shm://" + segment_.name() + "/" + service; }
+
+  palm::test::ShmGuard segment_{palm::test::unique_name("ctx")};
+  std::optional<Context> ctx_;
+};
+
+TEST_F(ContextShm, BindAndConnectCarryMessagesThroughTheSegment) {
+  auto pull = ctx().open(EndpointSpec::bind_to(Pattern::kPull, addr("in")));
+  ASSERT_TRUE(pull) << pull.error().describe();
+  auto push = ctx().open(EndpointSpec::connect_to(Pattern::kPush, addr("in")));
+  ASSERT_TRUE(push) << push.error().describe();
+  EXPECT_EQ((*pull)->scheme(), Scheme::kShm);
+  EXPECT_EQ((*push)->scheme(), Scheme::kShm);
+  constexpr std::uint64_t kMessages = 100;
+  for (std::uint64_t i = 0; i < kMessages; ++i) {
+    Frame f = make_msg(ctx(), "test", "work", i);  // the context's pool: copied once
+    ASSERT_EQ((*push)->send_for(f, 5s), SendResult::kQueued) << i;
+    Delivery d;
+    ASSERT_EQ((*pull)->recv_for(d, 5s), WaitResult::kReady) << i;
+    auto m = read_msg(d);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->seq, i);
+  }
+  auto* bound = dynamic_cast<shm::ShmEndpoint*>(pull->get());
+  ASSERT_NE(bound, nullptr);
+  const auto peers = bound->peer_status();
+  ASSERT_EQ(peers.size(), 1u);
+  EXPECT_STREQ(peers[0].transport, "shm");
+  EXPECT_EQ(peers[0].messages_in, kMessages);
+  EXPECT_EQ((*pull)->stats().messages_in, kMessages);
+}
+
+TEST_F(ContextShm, ServicesOfOneSegmentShareItsHost) {
+  auto a = ctx().open(EndpointSpec::bind_to(Pattern::kPush, addr("a")));
+  auto b = ctx().open(EndpointSpec::bind_to(Pattern::kPub, addr("b")));
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(dynamic_cast<shm::ShmEndpoint&>(**a).nonce(), dynamic_cast<shm::ShmEndpoint&>(**b).nonce());
+  auto again = ctx().open(EndpointSpec::bind_to(Pattern::kPull, addr("a")));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, Errc::kAlreadyExists);
+}
+
+TEST_F(ContextShm, PatternsShmDoesNotCarryAreRefusedByName) {
+  const auto refused = [&](EndpointSpec spec, const char* says) {
+    auto ep = ctx().open(spec);
+    ASSERT_FALSE(ep) << to_string(spec.pattern) << (spec.bind ? " bound" : " connected");
+    EXPECT_EQ(ep.error().code, Errc::kInvalidArgument);
+    EXPECT_NE(ep.error().message.find(says), std::string::npos) << ep.error().message;
+  };
+  refused(EndpointSpec::bind_to(Pattern::kRep, addr("db")), "stay on tcp://");
+  refused(EndpointSpec::connect_to(Pattern::kReq, addr("db")), "stay on tcp://");
+  refused(EndpointSpec::bind_to(Pattern::kSub, addr("s")), "cannot bind a sub");
+  refused(EndpointSpec::bind_to(Pattern::kWorker, addr("w")), "cannot bind a worker");
+  refused(EndpointSpec::connect_to(Pattern::kPub, addr("p")), "cannot connect a pub");
+  refused(EndpointSpec::connect_to(Pattern::kDispatcher, addr("d")), "cannot connect a dispatcher");
+
+  // Raw bodies (the cache's replies) do not cross shm.
+  auto push = ctx().open(EndpointSpec::bind_to(Pattern::kPush, addr("out")));
+  ASSERT_TRUE(push);
+  auto raw = ctx().raw("bytes");
+  ASSERT_TRUE(raw);
+  Envelope to;
+  to.body = Body::kRaw;
+  EXPECT_EQ((*push)->try_send(*raw, to), SendResult::kInvalid);
+  EXPECT_TRUE(*raw);  // still the caller's
+}
+
+TEST_F(ContextShm, ConnectToAMissingSegmentIsNotFound) {
+  auto ep = ctx().open(EndpointSpec::connect_to(Pattern::kPush, addr("in")));
+  ASSERT_FALSE(ep);
+  EXPECT_EQ(ep.error().code, Errc::kNotFound) << ep.error().describe();
+}
+
+TEST_F(ContextShm, ShutdownRemovesTheSegmentAndRefusesOpens) {
+  auto pull = ctx().open(EndpointSpec::bind_to(Pattern::kPull, addr("in")));
+  ASSERT_TRUE(pull);
+  ctx().shutdown();
+  Delivery d;
+  EXPECT_EQ((*pull)->recv_for(d, 1s), WaitResult::kShutdown);
+  // The name is gone: nobody can attach to the dead incarnation.
+  shm::ConnectOptions o;
+  o.service = "in";
+  o.timeout = 1s;
+  auto late = shm::connect(segment_.name(), Pattern::kPush, o);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code, Errc::kNotFound) << late.error().describe();
+  auto bind = ctx().open(EndpointSpec::bind_to(Pattern::kPull, addr("other")));
+  ASSERT_FALSE(bind);
+  EXPECT_EQ(bind.error().code, Errc::kClosed);
+  auto connect = ctx().open(EndpointSpec::connect_to(Pattern::kPush, addr("in")));
+  ASSERT_FALSE(connect);
+  EXPECT_EQ(connect.error().code, Errc::kClosed);
+}
+
+}  // namespace
+}  // namespace palm::transport::test

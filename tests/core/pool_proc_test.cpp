@@ -31,6 +31,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::Child;
+using test::Pipe;
 using test::ShmGuard;
 using test::spawn_peer;
 
@@ -60,24 +61,6 @@ Result<MappedRegion> open_shm(const std::string& name) {
   if (!file) return errno_error(errno, "shm_open or fstat of " + name);
   return MappedRegion::map_fd(file->fd(), file->size());
 }
-
-// A pipe whose ends survive exec (the peer gets their numbers in argv).
-struct Pipe {
-  int r = -1, w = -1;
-  Pipe() {
-    int fds[2];
-    if (::pipe(fds) == 0) {
-      r = fds[0];
-      w = fds[1];
-    }
-  }
-  Pipe(const Pipe&) = delete;  // one owner closes
-  Pipe& operator=(const Pipe&) = delete;
-  ~Pipe() {
-    if (r >= 0) ::close(r);
-    if (w >= 0) ::close(w);
-  }
-};
 
 bool readable_within(int fd, int ms) {
   pollfd p{fd, POLLIN, 0};

@@ -1,5 +1,6 @@
 #include "peer.hpp"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -120,6 +121,33 @@ Child spawn_peer(const std::string& name, const std::vector<std::string>& args) 
     ::_exit(127);
   }
   return Child(pid);
+}
+
+Pipe::Pipe() {
+  int fds[2];
+  if (::pipe(fds) == 0) {
+    r = fds[0];
+    w = fds[1];
+  }
+}
+
+Pipe::~Pipe() {
+  if (r >= 0) ::close(r);
+  if (w >= 0) ::close(w);
+}
+
+std::optional<std::string> Pipe::read_line(std::chrono::milliseconds timeout) const {
+  std::string s;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{r, POLLIN, 0};
+    if (::poll(&p, 1, 100) != 1) continue;
+    char c = 0;
+    if (::read(r, &c, 1) != 1) return std::nullopt;
+    if (c == '\n') return s;
+    s.push_back(c);
+  }
+  return std::nullopt;
 }
 
 std::string unique_name(const std::string& tag) {

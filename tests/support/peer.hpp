@@ -60,6 +60,20 @@ class Child {
 // Starts role `name` with `args` in a new process. stdout/stderr are inherited.
 Child spawn_peer(const std::string& name, const std::vector<std::string>& args = {});
 
+// A pipe whose ends survive exec, so a peer started with spawn_peer can be
+// given their numbers in its arguments (readiness signals, reports).
+class Pipe {
+ public:
+  Pipe();
+  Pipe(const Pipe&) = delete;  // one owner closes
+  Pipe& operator=(const Pipe&) = delete;
+  ~Pipe();
+  int r = -1;  // read end
+  int w = -1;  // write end
+  // A line written to the pipe, within `timeout`; nullopt on timeout or EOF.
+  std::optional<std::string> read_line(std::chrono::milliseconds timeout) const;
+};
+
 // A name unique to this test process, for segments and sockets:
 // "palm-test-<pid>-<counter>-<tag>".
 std::string unique_name(const std::string& tag);

@@ -34,6 +34,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using palm::test::Child;
+using palm::test::Pipe;
 using palm::test::ShmGuard;
 using palm::test::spawn_peer;
 using palm::test::unique_name;
@@ -54,38 +55,6 @@ int fail(const char* what, const Error& e) {
   std::fprintf(stderr, "peer: %s: %s\n", what, e.describe().c_str());
   return 2;
 }
-
-// A pipe whose ends survive exec (the peer gets the write end's number).
-struct Pipe {
-  int r = -1, w = -1;
-  Pipe() {
-    int fds[2];
-    if (::pipe(fds) == 0) {
-      r = fds[0];
-      w = fds[1];
-    }
-  }
-  Pipe(const Pipe&) = delete;  // one owner closes
-  Pipe& operator=(const Pipe&) = delete;
-  ~Pipe() {
-    if (r >= 0) ::close(r);
-    if (w >= 0) ::close(w);
-  }
-  // A line written by the child, within `ms`.
-  std::optional<std::string> read_line(int ms) const {
-    std::string s;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-    while (std::chrono::steady_clock::now() < deadline) {
-      pollfd p{r, POLLIN, 0};
-      if (::poll(&p, 1, 100) != 1) continue;
-      char c = 0;
-      if (::read(r, &c, 1) != 1) return std::nullopt;
-      if (c == '\n') return s;
-      s.push_back(c);
-    }
-    return std::nullopt;
-  }
-};
 
 void write_line(int fd, const std::string& s) {
   const std::string line = s + "\n";
@@ -451,7 +420,7 @@ TEST(ShmProc, RestartedServerWithTheSameNameIsNotConfusedWithTheDeadOne) {
   ShmGuard g(unique_name("restart"));
   Pipe pipe;
   Child server = spawn_peer("server", {g.name(), std::to_string(pipe.w)});
-  const auto line = pipe.read_line(20000);
+  const auto line = pipe.read_line(std::chrono::milliseconds(20000));
   ASSERT_TRUE(line) << "the server told its nonce";
   const std::uint64_t old_nonce = std::stoull(*line);
   auto old_pull = connect(g.name(), Pattern::kPull, to("work", old_nonce));
@@ -498,7 +467,7 @@ TEST(ShmProc, HostIdentityDiffersInAnotherPidNamespace) {
     ::_exit(127);
   }
   Child child(pid);
-  const auto line = pipe.read_line(20000);
+  const auto line = pipe.read_line(std::chrono::milliseconds(20000));
   const auto code = child.exit_code_within(kChildExit);
   if (!line) GTEST_SKIP() << "unshare --pid --fork --mount-proc failed here (exit " << code.value_or(-1) << ")";
   EXPECT_EQ(code, 0);
@@ -516,7 +485,7 @@ TEST(ShmProc, HostIdentityDiffersInAnotherPidNamespace) {
   // A peer in our own namespace is the same host.
   Pipe same;
   Child twin = spawn_peer("identity", {std::to_string(same.w)});
-  const auto twin_line = same.read_line(20000);
+  const auto twin_line = same.read_line(std::chrono::milliseconds(20000));
   ASSERT_TRUE(twin_line);
   EXPECT_EQ(twin.exit_code_within(kChildExit), 0);
   EXPECT_EQ(HostIdentity::parse(*twin_line).value(), *mine);

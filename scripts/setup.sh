@@ -10,7 +10,7 @@ packages=(
   g++ cmake ninja-build pkg-config git ca-certificates
   # libraries (DESIGN.md "Dependencies")
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler libboost-dev
-  libconcurrentqueue-dev libexpected-dev libspdlog-dev libfmt-dev libcli11-dev
+  libconcurrentqueue-dev libexpected-dev libspdlog-dev libfmt-dev libcli11-dev libssl-dev
   libbenchmark-dev libgtest-dev libgmock-dev
   # Python test peers (Debian's interpreter, /usr/bin/python3)
   python3 python3-zmq python3-protobuf

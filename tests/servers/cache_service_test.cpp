@@ -145,20 +145,20 @@ TEST_F(CacheServiceTest, AnswersEmptyToWhatPylmDiesOnAndGoesOn) {
 // preset_cache sets them.
 TEST_F(CacheServiceTest, ReservedKeysCannotBeSetOrDeletedFromTheWire) {
   start();
-  service().preset_cache({{"__palm_segment", "palm-seg-1"}});
+  service().preset_cache({{"__palm.shm:5555", "palm-seg-1"}});
   service().reserved().reserve("name");
   service().preset_cache({{"name", "my_server"}});
   RawReq req(service().address());
-  EXPECT_EQ(req.ask(request("my_server.set", "hijack", "__palm_segment")), "");
-  EXPECT_EQ(req.ask(request("my_server.delete", "__palm_segment")), "");
+  EXPECT_EQ(req.ask(request("my_server.set", "hijack", "__palm.shm:5555")), "");
+  EXPECT_EQ(req.ask(request("my_server.delete", "__palm.shm:5555")), "");
   EXPECT_EQ(req.ask(request("my_server.set", "other", "name")), "");
-  EXPECT_EQ(req.ask(request("_.set", "new", "__palm_new")), "");
-  EXPECT_EQ(req.ask(request("my_server.get", "__palm_segment")), "palm-seg-1");
+  EXPECT_EQ(req.ask(request("_.set", "new", "__palm.new")), "");
+  EXPECT_EQ(req.ask(request("my_server.get", "__palm.shm:5555")), "palm-seg-1");
   EXPECT_EQ(req.ask(request("my_server.get", "name")), "my_server");
-  EXPECT_FALSE(service().store().contains("__palm_new"));
+  EXPECT_FALSE(service().store().contains("__palm.new"));
   EXPECT_EQ(service().stats().refused, 4u);
   service().stop();
-  EXPECT_NE(log().find("WARNING - Cache Service: refused set of reserved key __palm_segment"),
+  EXPECT_NE(log().find("WARNING - Cache Service: refused set of reserved key __palm.shm:5555"),
             std::string::npos)
       << log();
 }

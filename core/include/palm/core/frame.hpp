@@ -128,6 +128,13 @@ class Frame {
   // The reference leaves this slot (sent through a channel): unheld, not
   // released; the Frame becomes empty. Returns the handle to send.
   [[nodiscard]] Result<Handle> give_away() noexcept;
+  // The reference stays held by this slot but the Frame forgets it: for
+  // passing it between threads of the process through a ring of plain
+  // words (the router). Frame(pool, slot, h) takes it back. Empty -> null.
+  Handle detach() noexcept {
+    pool_ = nullptr;
+    return std::exchange(handle_, Handle{});
+  }
   // Drops the reference now.
   void reset() noexcept;
 

@@ -7,7 +7,7 @@
 // strings (utf-8 on the wire), values bytes (held in std::string).
 //
 // ReservedKeys names the keys the wire may not change: palm's own
-// announcements (its shm segment, host...), "__palm_" keys by default. The
+// announcements (its shm segment, host...), "__palm" keys by default ("__palm.host", "__palm.shm:5555"). The
 // cache service refuses a set or delete of one from a requester (reply b'',
 // logged, counted); preset_cache writes them.
 
@@ -66,9 +66,9 @@ class DictDB final : public KeyValueStore {
 // another thread adds keys meanwhile.
 class ReservedKeys {
  public:
-  static constexpr std::string_view kPalmPrefix = "__palm_";
+  static constexpr std::string_view kPalmPrefix = "__palm";
 
-  // Reserves the "__palm_" prefix.
+  // Reserves the "__palm" prefix (auto_select.hpp's "__palm.host", "__palm.shm:PORT", ...).
   ReservedKeys();
   ReservedKeys(const ReservedKeys&) = delete;  // guarded by its lock
   ReservedKeys& operator=(const ReservedKeys&) = delete;

@@ -111,7 +111,7 @@ class CacheService {
   // Sets keys as they are, reserved ones included (pylm's preset_cache).
   // Thread-safe; may be called before or after start().
   void preset_cache(const std::map<std::string, std::string>& values);
-  // The keys the wire may not change ("__palm_" by default).
+  // The keys the wire may not change ("__palm..." by default).
   ReservedKeys& reserved() noexcept { return reserved_; }
   KeyValueStore& store() noexcept { return *store_; }
   spdlog::logger& logger() noexcept { return *logger_; }

@@ -3,6 +3,7 @@
 #include <boost/uuid/random_generator.hpp>
 #include <boost/uuid/uuid_io.hpp>
 
+#include <algorithm>
 #include <utility>
 
 namespace palm::transport {
@@ -33,14 +34,25 @@ DiscoveryClient& DiscoveryClient::operator=(DiscoveryClient&&) noexcept = defaul
 DiscoveryClient::~DiscoveryClient() = default;
 
 Result<std::string> DiscoveryClient::get(std::string_view key, std::chrono::milliseconds timeout) {
+  return request("get", {}, std::as_bytes(std::span<const char>(key.data(), key.size())), timeout);
+}
+
+Result<std::string> DiscoveryClient::request(std::string_view instruction, std::string_view cache,
+                                             std::span<const std::byte> payload,
+                                             std::chrono::milliseconds timeout) {
   std::lock_guard lock(*mutex_);
   const std::string pipeline = make_uuid4();
-  const std::string function = server_name_ + ".get";
+  std::string function = server_name_;
+  function += '.';
+  function += instruction;
   MessageView m;
   m.pipeline = pipeline;
   m.client = client_id_;
   m.function = function;
-  m.payload = std::as_bytes(std::span<const char>(key.data(), key.size()));
+  m.cache = cache;
+  m.payload = payload;
+  const std::string_view key(reinterpret_cast<const char*>(payload.data()),
+                             std::min<std::size_t>(payload.size(), 64));
   auto frame = context_->build(m);
   if (!frame) return tl::unexpected(std::move(frame.error()));
 
@@ -74,8 +86,8 @@ Result<std::string> DiscoveryClient::get(std::string_view key, std::chrono::mill
     if (d.peer != to.peer || d.event != Event::kMessage) continue;
     auto view = d.frame.view();
     if (!view) return tl::unexpected(std::move(view.error()));
-    const auto payload = view->message.payload;
-    return std::string(reinterpret_cast<const char*>(payload.data()), payload.size());
+    const auto reply = view->message.payload;
+    return std::string(reinterpret_cast<const char*>(reply.data()), reply.size());
   }
 }
 

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -44,6 +45,13 @@ class DiscoveryClient {
   // `timeout`. Blocks; thread-safe (requests are serialized: REQ has one
   // outstanding request).
   [[nodiscard]] Result<std::string> get(std::string_view key, std::chrono::milliseconds timeout);
+  // Any cache request (PROTOCOL.md "Cache service"): function
+  // "<server_name>.<instruction>", the `cache` field, the payload; returns
+  // the raw reply. set: cache = the key ("" for a generated one), payload =
+  // the value; get/delete: payload = the key. Errors as get.
+  [[nodiscard]] Result<std::string> request(std::string_view instruction, std::string_view cache,
+                                            std::span<const std::byte> payload,
+                                            std::chrono::milliseconds timeout);
 
   const std::string& client_id() const noexcept { return client_id_; }
   Endpoint& endpoint() const noexcept { return *endpoint_; }

@@ -3,36 +3,33 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
-#include "demo.hpp"
+#include "command.hpp"
+
+namespace palm::tools {
+// Each defined in its own file; each adds its subcommands to `app` and their
+// bodies to `out`.
+void add_demo_commands(CLI::App& app, std::vector<Command>& out);
+}  // namespace palm::tools
 
 int main(int argc, char** argv) {
   CLI::App app{"palm: clusters of micro-services over shared memory and ZeroMQ"};
   app.require_subcommand(1);
+  std::vector<palm::tools::Command> commands;
+  palm::tools::add_demo_commands(app, commands);
 
-  palm::tools::DemoOptions demo;
-  auto* demo_cmd = app.add_subcommand(
-      "demo", "A producer and a consumer process exchange frame handles through shared memory");
-  demo_cmd->add_option("-n,--messages", demo.messages, "Messages to move")->capture_default_str();
-  demo_cmd->add_option("-s,--payload", demo.payload, "Payload bytes per message")
-      ->check(CLI::Range(std::size_t{8}, std::size_t{64} << 20))
-      ->capture_default_str();
-  demo_cmd->add_option("--show", demo.show, "Messages each side prints")->capture_default_str();
-
-  std::string role, segment;
-  auto* peer_cmd = app.add_subcommand("demo-peer", "One side of `palm demo` (started by it)");
-  peer_cmd->group("");  // hidden: palm starts it itself
-  peer_cmd->add_option("--role", role)->required()->check(CLI::IsMember({"producer", "consumer"}));
-  peer_cmd->add_option("--segment", segment)->required();
-  peer_cmd->add_option("--messages", demo.messages);
-  peer_cmd->add_option("--payload", demo.payload);
-  peer_cmd->add_option("--show", demo.show);
-
-  CLI11_PARSE(app, argc, argv);
-  if (*demo_cmd) return palm::tools::run_demo(demo);
-  if (*peer_cmd) {
-    return role == "producer" ? palm::tools::run_demo_producer(segment, demo)
-                              : palm::tools::run_demo_consumer(segment, demo);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and friends exit 0 with CLI11's text; a usage error is one line
+    // on stderr and exit code 2, whatever CLI11's own code for it.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "palm: %s (see --help)\n", e.what());
+    return palm::tools::kExitUsage;
   }
-  return 2;
+  for (auto& command : commands) {
+    if (command.app != nullptr && command.app->parsed()) return command.run();
+  }
+  return palm::tools::kExitUsage;
 }

@@ -90,6 +90,28 @@ TEST_F(Endpoints, TcpBindReportsThePortChosen) {
   EXPECT_EQ(pull->scheme(), Scheme::kTcp);
 }
 
+// A master hands work to pylm workers only while one is connected: a bound
+// push counts its connections as they come and go.
+TEST_F(Endpoints, ABoundPushCountsItsConnections) {
+  auto push = open(EndpointSpec::bind_to(Pattern::kPush, "tcp://127.0.0.1:*"));
+  ASSERT_TRUE(push);
+  EXPECT_EQ(push->stats().connections, 0u);
+  const auto settles_at = [&](std::size_t n) {
+    for (int i = 0; i < 500 && push->stats().connections != n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return push->stats().connections == n;
+  };
+  auto a = open(EndpointSpec::connect_to(Pattern::kPull, push->address()));
+  auto b = open(EndpointSpec::connect_to(Pattern::kPull, push->address()));
+  ASSERT_TRUE(a && b);
+  EXPECT_TRUE(settles_at(2)) << push->stats().connections;
+  a->close();
+  EXPECT_TRUE(settles_at(1)) << push->stats().connections;
+  b->close();
+  EXPECT_TRUE(settles_at(0)) << push->stats().connections;
+}
+
 TEST_F(Endpoints, CallsOfAnotherPatternAreRefused) {
   auto [push, pull] = pipe();
   ASSERT_TRUE(push && pull);

@@ -276,13 +276,20 @@ Result<void> Bridge::add(const std::shared_ptr<EndpointState>& state) {
       return fail(r.error());
     }
   }
-  if (spec.pattern == Pattern::kDispatcher || spec.pattern == Pattern::kWorker) {
+  const bool counts_connections =
+      spec.bind && (spec.pattern == Pattern::kPush || spec.pattern == Pattern::kPull);
+  if (spec.pattern == Pattern::kDispatcher || spec.pattern == Pattern::kWorker ||
+      counts_connections) {
     // A dispatcher watches workers leave; a worker watches its connections
-    // come up (a dispatcher that restarted must hear its hello again).
+    // come up (a dispatcher that restarted must hear its hello again); a
+    // bound push or pull counts its connections (a master sends work to
+    // pylm workers only while one is connected).
     const std::string name = "inproc://palm-monitor-" + std::to_string(++monitors_) + "-" +
                              std::to_string(reinterpret_cast<std::uintptr_t>(s));
-    const int events = spec.pattern == Pattern::kDispatcher ? ZMQ_EVENT_DISCONNECTED
-                                                            : ZMQ_EVENT_CONNECTED | ZMQ_EVENT_ACCEPTED;
+    const int events = counts_connections ? ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED
+                       : spec.pattern == Pattern::kDispatcher
+                           ? ZMQ_EVENT_DISCONNECTED
+                           : ZMQ_EVENT_CONNECTED | ZMQ_EVENT_ACCEPTED;
     if (zmq_socket_monitor(s, name.c_str(), events) != 0) {
       return fail(zmq_error(errno, "zmq_socket_monitor"));
     }
@@ -1014,6 +1021,16 @@ void Bridge::read_monitor(Link& l, bool read_socket_first) noexcept {
         if (zmq_send(l.socket, hello.data(), hello.size(), ZMQ_DONTWAIT) < 0) {
           error(l, "the worker's hello after a reconnection could not be sent");
         }
+      }
+      continue;
+    }
+    if (l.pattern == Pattern::kPush || l.pattern == Pattern::kPull) {
+      auto& gauge = l.state->counters.connections;
+      const std::uint64_t now = gauge.load(std::memory_order_relaxed);
+      if (event == ZMQ_EVENT_ACCEPTED) {
+        gauge.store(now + 1, std::memory_order_relaxed);
+      } else if (event == ZMQ_EVENT_DISCONNECTED && now > 0) {
+        gauge.store(now - 1, std::memory_order_relaxed);
       }
       continue;
     }

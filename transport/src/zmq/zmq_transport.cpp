@@ -165,6 +165,7 @@ class ZmqEndpoint final : public Endpoint {
     st.dropped = c.dropped.load(std::memory_order_relaxed);
     st.stalls = c.stalls.load(std::memory_order_relaxed);
     st.subscriptions = c.subscriptions.load(std::memory_order_relaxed);
+    st.connections = static_cast<std::size_t>(c.connections.load(std::memory_order_relaxed));
     st.queue_in = s_->in.size_approx();
     st.queue_out = s_->out.size_approx();
     return st;

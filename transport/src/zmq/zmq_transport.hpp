@@ -113,6 +113,8 @@ struct Counters {
   std::atomic<std::uint64_t> dropped{0};
   std::atomic<std::uint64_t> stalls{0};
   std::atomic<std::uint64_t> subscriptions{0};
+  // Bound push/pull: connections open now (a gauge; the bridge writes it).
+  std::atomic<std::uint64_t> connections{0};
 
   // The bridge only. Returns the new value (for log throttling).
   static std::uint64_t bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {

@@ -1,0 +1,253 @@
+#include "palm/servers/parts.hpp"
+
+#include <exception>
+
+#include <fmt/format.h>
+
+namespace palm::servers {
+
+using transport::Delivery;
+using transport::Endpoint;
+using transport::Envelope;
+using transport::Event;
+using transport::Pattern;
+using transport::SendResult;
+
+namespace {
+constexpr int kBatch = 32;  // messages per endpoint per step: fairness between endpoints
+}
+
+// ---- inbound ------------------------------------------------------------------
+
+// Carries scatter's messages into the route, with the input's reply route.
+class InboundPart::Out final : public Emitter {
+ public:
+  Out(InboundPart& part, Frame& input, RouteId reply_to, std::uint64_t token, std::int64_t since)
+      : part_(part), input_(input), pool_(input.pool()), slot_(input.slot()),
+        reply_to_(reply_to), token_(token), since_(since) {}
+
+  void emit(const MessageView& message) override {
+    auto frame = part_.build(message, *pool_, slot_);
+    if (!frame) {
+      PartCounters::bump(part_.counters_.errors);
+      part_.logger().error("{}: a message could not be built: {}", part_.name(),
+                           frame.error().describe());
+      return;
+    }
+    push(*frame);
+  }
+  void emit_same() override {
+    if (input_) {
+      push(input_);  // the first time the input itself moves on
+      return;
+    }
+    // Emitted twice: a second reference, nothing copied. The input moved on
+    // already, so re-share the frame kept for that.
+    if (!shared_) {
+      PartCounters::bump(part_.counters_.errors);
+      part_.logger().error("{}: emit_same after the input moved on", part_.name());
+      return;
+    }
+    auto again = shared_.share();
+    if (again) push(*again);
+  }
+  int emitted() const noexcept { return emitted_; }
+  // Keeps a reference before the input moves, for a second emit_same.
+  void keep_input() {
+    if (auto s = input_.share()) shared_ = std::move(*s);
+  }
+
+ private:
+  void push(Frame& frame) {
+    const auto bytes = frame.view() ? frame.view()->wire.size() : 0;
+    if (part_.emit(frame, part_.target(), reply_to_, token_, since_)) {
+      ++emitted_;
+      PartCounters::bump(part_.counters_.messages_out);
+      PartCounters::bump(part_.counters_.bytes_out, bytes);
+    }
+  }
+  InboundPart& part_;
+  Frame& input_;
+  BlockPool* pool_;
+  SlotId slot_;
+  RouteId reply_to_;
+  std::uint64_t token_;
+  std::int64_t since_;
+  Frame shared_;
+  int emitted_ = 0;
+};
+
+void InboundPart::scatter(const MessageView&, Emitter& out) { out.emit_same(); }
+
+Result<Frame> InboundPart::build(const MessageView& message, BlockPool& pool, SlotId slot) {
+  return Frame::build(pool, slot, message);
+}
+
+Result<void> InboundPart::on_open() {
+  if (address_.bind) {
+    auto bound = bind_service(address_.pattern, address_.address);
+    if (!bound) return tl::unexpected(std::move(bound.error()));
+    bound_ = std::move(*bound);
+    return {};
+  }
+  bound_ = address_.address;
+  return connect_to(address_.pattern, address_.address, address_.db_address,
+                    address_.subscriptions);
+}
+
+bool InboundPart::step() {
+  bool did = block() && answer_feedback();
+  const std::size_t n = endpoints_.size();
+  for (std::size_t k = 0; k < n && !limit_reached(); ++k) {
+    Endpoint& ep = *endpoints_[(next_ + k) % n];
+    Delivery d;
+    for (int i = 0; i < kBatch && !limit_reached() && ep.try_recv(d); ++i) {
+      did = true;
+      if (d.event == Event::kMessage) take(d, ep);
+    }
+  }
+  next_ = n == 0 ? 0 : (next_ + 1) % n;
+  return did;
+}
+
+bool InboundPart::drain() {
+  // Stopping: no new requests, but answer the ones routed already.
+  return block() && answer_feedback();
+}
+
+bool InboundPart::take(Delivery& d, Endpoint& from) {
+  const std::int64_t since = Router::now_ns();
+  auto view = d.frame.view();
+  if (!view) {
+    PartCounters::bump(counters_.errors);
+    logger().error("{}: an unreadable frame: {}", name(), view.error().describe());
+    return false;
+  }
+  PartCounters::bump(counters_.messages_in);
+  PartCounters::bump(counters_.bytes_in, view->wire.size());
+  const RouteId reply_to = block() ? input() : kNoRoute;
+  const auto token = static_cast<std::uint64_t>(d.peer);
+  const MessageView message = view->message;  // valid while d.frame lives
+  Frame input = std::move(d.frame);
+  Out out(*this, input, reply_to, token, since);
+  out.keep_input();  // also keeps `message`'s bytes alive once the input moved on
+  try {
+    scatter(message, out);
+  } catch (const std::exception& e) {
+    PartCounters::bump(counters_.errors);
+    logger().error("{}: scatter failed on '{}': {}", name(), message.function, e.what());
+  }
+  if (block() && out.emitted() == 0) {
+    // Nothing was routed: answer at once so the requester does not hang.
+    if (auto empty = env().context->raw(std::string_view{})) {
+      Envelope to;
+      to.peer = d.peer;
+      to.body = transport::Body::kRaw;
+      (void)from.send_for(*empty, env().poll, to);
+    }
+  }
+  count_message();
+  counters_.latency.record(std::chrono::nanoseconds(Router::now_ns() - since));
+  return true;
+}
+
+bool InboundPart::answer_feedback() {
+  bool did = false;
+  Routed item;
+  for (int i = 0; i < kBatch && router().try_pop(input(), item); ++i) {
+    did = true;
+    if (endpoints_.empty()) continue;
+    Envelope to;
+    to.peer = static_cast<transport::PeerId>(item.token);
+    to.body = transport::Body::kRaw;
+    const SendResult r = endpoints_.front()->send_for(item.frame, env().poll, to);
+    if (r != SendResult::kQueued) {
+      PartCounters::bump(counters_.errors);
+      logger().warn("{}: a reply could not be sent: {}", name(), to_string(r));
+    }
+  }
+  return did;
+}
+
+// ---- outbound -----------------------------------------------------------------
+
+Result<void> OutboundPart::on_open() {
+  if (address_.address.empty()) return {};  // a part without endpoints (an executor)
+  if (address_.bind) {
+    auto bound = bind_service(address_.pattern, address_.address);
+    if (!bound) return tl::unexpected(std::move(bound.error()));
+    bound_ = std::move(*bound);
+    return {};
+  }
+  bound_ = address_.address;
+  return connect_to(address_.pattern, address_.address, address_.db_address);
+}
+
+bool OutboundPart::step() {
+  bool did = false;
+  Routed item;
+  for (int i = 0; i < kBatch && !limit_reached() && router().try_pop(input(), item); ++i) {
+    did = true;
+    PartCounters::bump(counters_.messages_in);
+    handle(item);
+    count_message();
+    counters_.latency.record(std::chrono::nanoseconds(Router::now_ns() - item.since_ns));
+  }
+  return did;
+}
+
+void OutboundPart::handle(Routed& item) {
+  const std::size_t n = endpoints_.size();
+  if (n == 0) {
+    feedback(item, item.frame);
+    return;
+  }
+  if (address_.pattern == Pattern::kPub) {
+    // Every subscriber, on tcp and on shm, gets it: one more reference per
+    // endpoint, nothing copied here.
+    for (std::size_t i = 0; i + 1 < n; ++i) {
+      if (auto copy = item.frame.share()) send(i, *copy);
+    }
+    send(n - 1, item.frame);
+    return;
+  }
+  send(next_, item.frame);
+  next_ = (next_ + 1) % n;
+}
+
+bool OutboundPart::send(std::size_t i, Frame& frame) {
+  const auto bytes = frame.view() ? frame.view()->wire.size() : 0;
+  int tries_after_stop = 0;
+  for (;;) {
+    const SendResult r = endpoints_[i]->send_for(frame, env().poll);
+    if (r == SendResult::kQueued) {
+      PartCounters::bump(counters_.messages_out);
+      PartCounters::bump(counters_.bytes_out, bytes);
+      return true;
+    }
+    if (r == SendResult::kTimeout && !(stopping() && ++tries_after_stop > 5)) {
+      PartCounters::bump(counters_.stalls);
+      continue;
+    }
+    PartCounters::bump(counters_.errors);
+    logger().warn("{}: a message was not sent on {}: {}", name(), endpoints_[i]->address(),
+                  to_string(r));
+    frame.reset();
+    return false;
+  }
+}
+
+void OutboundPart::feedback(const Routed& origin, Frame& frame) {
+  const RouteId to = origin.reply_to != kNoRoute ? origin.reply_to : target();
+  if (to == kNoRoute) {
+    frame.reset();
+    return;
+  }
+  const auto bytes = frame.view() ? frame.view()->wire.size() : 0;
+  if (emit(frame, to, kNoRoute, origin.token, origin.since_ns)) {
+    PartCounters::bump(counters_.messages_out);
+    PartCounters::bump(counters_.bytes_out, bytes);
+  }
+}
+
+}  // namespace palm::servers

@@ -1,0 +1,82 @@
+#include "palm/servers/router.hpp"
+
+#include <fmt/format.h>
+
+namespace palm::servers {
+
+Router::~Router() {
+  for (auto& route : routes_) {
+    Item item;
+    while (route.ring->try_pop(item)) {
+      Frame(*item.pool, SlotId{item.slot}, Handle::from_bits(item.handle)).reset();
+    }
+  }
+}
+
+Result<RouteId> Router::add(std::string name, std::size_t capacity, Doorbell* consumer_bell) {
+  if (find(name)) return make_error(Errc::kAlreadyExists, fmt::format("route '{}' exists", name));
+  if (!MpmcRing<Item>::valid_capacity(capacity)) {
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("route '{}': capacity {} is not a power of two >= 2", name, capacity));
+  }
+  routes_.push_back(Route{std::move(name), std::make_unique<MpmcRing<Item>>(capacity), consumer_bell});
+  return static_cast<RouteId>(routes_.size() - 1);
+}
+
+std::optional<RouteId> Router::find(std::string_view name) const noexcept {
+  for (std::size_t i = 0; i < routes_.size(); ++i) {
+    if (routes_[i].name == name) return static_cast<RouteId>(i);
+  }
+  return std::nullopt;
+}
+
+const std::string& Router::name(RouteId route) const noexcept { return routes_[route].name; }
+
+std::int64_t Router::now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+Router::Item Router::pack(Frame& frame, RouteId reply_to, std::uint64_t token,
+                          std::int64_t since_ns) noexcept {
+  return Item{frame.pool(), frame.handle().bits(), static_cast<std::uint32_t>(frame.slot()),
+              reply_to, token, since_ns != 0 ? since_ns : now_ns()};
+}
+
+bool Router::try_push(RouteId route, Frame& frame, RouteId reply_to, std::uint64_t token,
+                      std::int64_t since_ns) noexcept {
+  auto& r = routes_[route];
+  if (!r.ring->try_push(pack(frame, reply_to, token, since_ns))) return false;
+  // The ring holds the reference now.
+  (void)frame.detach();
+  if (r.bell != nullptr) r.bell->ring_if_waiting();
+  return true;
+}
+
+bool Router::push_for(RouteId route, Frame& frame, std::chrono::nanoseconds timeout,
+                      RouteId reply_to, std::uint64_t token, std::int64_t since_ns) noexcept {
+  auto& r = routes_[route];
+  if (r.ring->push_for(pack(frame, reply_to, token, since_ns), timeout) != WaitResult::kReady) {
+    return false;
+  }
+  (void)frame.detach();
+  if (r.bell != nullptr) r.bell->ring_if_waiting();
+  return true;
+}
+
+bool Router::try_pop(RouteId route, Routed& out) noexcept {
+  Item item;
+  if (!routes_[route].ring->try_pop(item)) return false;
+  out.frame = Frame(*item.pool, SlotId{item.slot}, Handle::from_bits(item.handle));
+  out.reply_to = item.reply_to;
+  out.token = item.token;
+  out.since_ns = item.since_ns;
+  return true;
+}
+
+std::size_t Router::depth(RouteId route) const noexcept { return routes_[route].ring->size_approx(); }
+
+void Router::shutdown(RouteId route) noexcept { routes_[route].ring->shutdown(); }
+
+}  // namespace palm::servers

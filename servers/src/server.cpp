@@ -1,0 +1,129 @@
+#include "palm/servers/server.hpp"
+
+#include <exception>
+
+#include <fmt/format.h>
+
+#include "palm/servers/parts.hpp"
+#include "palm/servers/step.hpp"
+
+namespace palm::servers {
+namespace {
+
+std::span<const std::byte> bytes_of(std::string_view s) noexcept {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+StreamEdit default_stream(const MessageView& message, std::string_view server_name,
+                          bool pipelined) {
+  if (pipelined) return StreamEdit{std::string(server_name), message.stage + 1};
+  return StreamEdit{std::string(message.client), message.stage};
+}
+
+// Runs each message's method and hands the result to "outbound".
+class ExecPart final : public OutboundPart {
+ public:
+  explicit ExecPart(Server& server) : OutboundPart("exec", PartAddress{}), server_(server) {}
+
+ protected:
+  void handle(Routed& item) override {
+    auto view = item.frame.view();
+    if (!view) {
+      PartCounters::bump(counters_.errors);
+      logger().error("exec: an unreadable frame: {}", view.error().describe());
+      return;
+    }
+    const MessageView& in = view->message;
+    std::string error;
+    Failure failure = Failure::kCount;
+    std::optional<Output> out;
+    const auto fail = [&](Failure f, std::string reason) {
+      failure = f;
+      error = std::move(reason);
+    };
+    auto step = current_step(in.function, in.stage);
+    if (!step) {
+      fail(Failure::kStageOutOfRange, step.error().message);
+    } else if (auto parts = split_server_step(*step); !parts) {
+      fail(Failure::kBadStep, parts.error().message);
+    } else if (parts->server != server_.name()) {
+      fail(Failure::kWrongServer,
+           fmt::format("You called {}, instead of {}", parts->server, server_.name()));
+    } else if (const Method* method = server_.methods_.find(parts->method); method == nullptr) {
+      fail(Failure::kUnknownMethod,
+           fmt::format("server '{}' has no method '{}'", server_.name(), parts->method));
+    } else {
+      try {
+        out = (*method)(Call{in, parts->method, logger(), env().cache});
+        if (out->kind() == Output::Kind::kNone) {
+          fail(Failure::kNoResult, fmt::format("method '{}' returned nothing", parts->method));
+        }
+      } catch (const std::exception& e) {
+        fail(Failure::kMethodFailed,
+             fmt::format("method '{}' failed on '{}': {}", parts->method, in.function, e.what()));
+      } catch (...) {
+        fail(Failure::kMethodFailed,
+             fmt::format("method '{}' failed on '{}'", parts->method, in.function));
+      }
+    }
+
+    MessageView result = in;
+    if (failure != Failure::kCount) {
+      server_.failures_.record(failure, logger(), error);
+      PartCounters::bump(counters_.errors);
+      result.payload = bytes_of(kFailurePayload);
+      result.error = error;
+    } else if (out->kind() == Output::Kind::kBytes) {
+      result.payload = bytes_of(out->bytes());
+    }
+    StreamEdit edit = default_stream(result, server_.name(), server_.config_.pipelined);
+    server_.handle_stream(result, edit);
+    result.stage = edit.stage;
+    const bool unchanged = failure == Failure::kCount && out->kind() == Output::Kind::kSame &&
+                           edit.stage == in.stage && edit.topic == view->topic;
+    if (unchanged) {
+      feedback(item, item.frame);  // nothing to write: the frame goes on as it came
+      return;
+    }
+    auto frame = Frame::build(*item.frame.pool(), item.frame.slot(), result, edit.topic);
+    if (!frame) {
+      PartCounters::bump(counters_.errors);
+      logger().error("exec: the result could not be built: {}", frame.error().describe());
+      return;
+    }
+    item.frame.reset();
+    feedback(item, *frame);
+  }
+
+ private:
+  Server& server_;
+};
+
+Server::Server(transport::Context& context, ServerConfig config,
+               std::shared_ptr<KeyValueStore> cache)
+    : ServerTemplate(context, config.server, std::move(cache)), config_(std::move(config)) {
+  add_echo(methods_);
+  register_inbound(PullService("inbound", config_.pull_address), "exec");
+  register_outbound(std::make_unique<ExecPart>(*this), "outbound", config_.messages);
+  register_outbound(PubService("outbound", config_.pub_address));
+}
+
+void Server::handle_stream(const MessageView&, StreamEdit&) {}
+
+std::string Server::pull_address() const {
+  auto* p = dynamic_cast<InboundPart*>(part("inbound"));
+  return p != nullptr ? p->address() : std::string{};
+}
+
+std::string Server::pub_address() const {
+  auto* p = dynamic_cast<OutboundPart*>(part("outbound"));
+  return p != nullptr ? p->address() : std::string{};
+}
+
+std::map<std::string, std::string> Server::cache_presets() {
+  return {{"name", name()}, {"pull_address", pull_address()}, {"pub_address", pub_address()}};
+}
+
+}  // namespace palm::servers

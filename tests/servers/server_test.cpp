@@ -1,0 +1,226 @@
+// Server in-process: methods, pylm's error cases answered b'0' with a reason,
+// handle_stream, the messages limit, counters, and a shm client beside a tcp
+// one. (Separate processes: server_proc_test.cpp.)
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#include "palm/servers/server.hpp"
+#include "palm/transport/auto_select.hpp"
+#include "palm/transport/context.hpp"
+#include "servers_test_util.hpp"
+#include "peer.hpp"
+
+namespace palm::servers {
+namespace {
+
+using namespace std::chrono_literals;
+using test::bytes_of;
+using test::string_of;
+using transport::Context;
+using transport::Delivery;
+using transport::EndpointSpec;
+using transport::Pattern;
+
+struct Reply {
+  std::string topic, payload, error;
+  std::int64_t stage = 0;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto c = Context::create();
+    ASSERT_TRUE(c) << c.error().describe();
+    ctx_.emplace(std::move(*c));
+  }
+  ServerConfig config(std::uint64_t messages = 0, bool pipelined = false) {
+    ServerConfig cfg;
+    cfg.server.name = palm::test::unique_name("srv");
+    cfg.server.db_address = "tcp://127.0.0.1:*";
+    cfg.server.log_level = LogLevel::kCritical;
+    cfg.pull_address = "tcp://127.0.0.1:*";
+    cfg.pub_address = "tcp://127.0.0.1:*";
+    cfg.pipelined = pipelined;
+    cfg.messages = messages;
+    return cfg;
+  }
+  // A client's push and its one subscription, by auto-selection in `mode`.
+  void connect(Server& server, shm::TransportMode mode, const std::string& topic) {
+    transport::AutoOptions o;
+    o.mode = mode;
+    o.server_name = server.name();
+    auto push = transport::open_auto(*ctx_, EndpointSpec::connect_to(Pattern::kPush, server.pull_address()),
+                                     server.db_address(), o);
+    ASSERT_TRUE(push) << push.error().describe();
+    auto sub_spec = EndpointSpec::connect_to(Pattern::kSub, server.pub_address());
+    sub_spec.subscriptions = {topic};
+    auto sub = transport::open_auto(*ctx_, sub_spec, server.db_address(), o);
+    ASSERT_TRUE(sub) << sub.error().describe();
+    push_ = std::move(*push);
+    sub_ = std::move(*sub);
+    client_ = topic;
+    // A tcp subscription reaches the publisher asynchronously: probe until
+    // an echo comes back (bounded).
+    for (int i = 0; i < 100; ++i) {
+      send("x", server.name() + ".echo", "probe");
+      Delivery d;
+      if (sub_->recv_for(d, 50ms) == WaitResult::kReady) {
+        drain();
+        return;
+      }
+    }
+    FAIL() << "no reply to any probe";
+  }
+  void drain() {
+    Delivery d;
+    while (sub_->recv_for(d, 100ms) == WaitResult::kReady) {
+    }
+  }
+  void send(std::string_view payload, std::string_view function, std::string_view cache = {},
+            std::int64_t stage = 0) {
+    MessageView m;
+    m.pipeline = "session";
+    m.client = client_;
+    m.function = function;
+    m.stage = stage;
+    m.cache = cache;
+    m.payload = bytes_of(payload);
+    auto frame = ctx_->build(m);
+    ASSERT_TRUE(frame);
+    ASSERT_EQ(push_->send_for(*frame, 2s), transport::SendResult::kQueued);
+  }
+  Reply receive() {
+    Delivery d;
+    EXPECT_EQ(sub_->recv_for(d, 5s), WaitResult::kReady);
+    Reply r;
+    if (!d.frame) return r;
+    auto v = d.frame.view();
+    r.topic = std::string(v->topic);
+    r.payload = string_of(v->message.payload);
+    r.error = std::string(v->message.error);
+    r.stage = v->message.stage;
+    return r;
+  }
+
+  std::optional<Context> ctx_;
+  std::unique_ptr<transport::Endpoint> push_, sub_;
+  std::string client_;
+};
+
+TEST_F(ServerTest, MethodsAndEveryErrorCaseAnswerAndTheServerGoesOn) {
+  Server server(*ctx_, config());
+  server.methods().on("foo", [](const Call& c) { return Output("you sent me " + std::string(c.payload_text())); });
+  server.methods().on("boom", [](const Call&) -> Output { throw std::runtime_error("kaput"); });
+  server.methods().on("nothing", [](const Call&) { return Output::none(); });
+  ASSERT_TRUE(server.start());
+  const std::string n = server.name();
+  connect(server, shm::TransportMode::kTcp, "client-1");
+
+  send("abc", n + ".foo");
+  EXPECT_EQ(receive().payload, "you sent me abc");
+  send("abc", n + ".echo");
+  EXPECT_EQ(receive().payload, "abc");
+
+  struct Case {
+    std::string function;
+    std::int64_t stage;
+    std::string reason;
+    Failure failure;
+  };
+  const std::vector<Case> cases = {
+      {"other.foo", 0, "You called other, instead of " + n, Failure::kWrongServer},
+      {n + ".nope", 0, "has no method 'nope'", Failure::kUnknownMethod},
+      {"nodot", 0, "not 'server.method'", Failure::kBadStep},
+      {n + ".foo " + n + ".foo", 5, "stage 5 is out of range", Failure::kStageOutOfRange},
+      {n + ".nothing", 0, "returned nothing", Failure::kNoResult},
+      {n + ".boom", 0, "kaput", Failure::kMethodFailed},
+  };
+  for (const auto& c : cases) {
+    send("x", c.function, {}, c.stage);
+    const Reply r = receive();
+    EXPECT_EQ(r.payload, "0") << c.function;
+    EXPECT_NE(r.error.find(c.reason), std::string::npos) << c.function << ": " << r.error;
+    EXPECT_EQ(r.topic, "client-1");
+    EXPECT_EQ(server.failures().count(c.failure), 1u) << c.function;
+  }
+  // Still serving.
+  send("after", n + ".foo");
+  EXPECT_EQ(receive().payload, "you sent me after");
+
+  const auto stats = server.stats();
+  ASSERT_EQ(stats.size(), 3u);
+  EXPECT_EQ(stats[1].name, "exec");
+  EXPECT_GE(stats[1].messages_in, 9u);
+  EXPECT_EQ(stats[1].errors, 6u);
+  EXPECT_GE(stats[1].latency.total(), 9u);
+  server.stop();
+}
+
+TEST_F(ServerTest, PipelinedPublishesUnderItsNameAtTheNextStage) {
+  Server server(*ctx_, config(0, true));
+  ASSERT_TRUE(server.start());
+  connect(server, shm::TransportMode::kTcp, server.name());
+  send("p", server.name() + ".echo next.step", {}, 0);
+  const Reply r = receive();
+  EXPECT_EQ(r.topic, server.name());
+  EXPECT_EQ(r.stage, 1);
+  EXPECT_EQ(r.payload, "p");
+}
+
+class StreamServer : public Server {
+ public:
+  using Server::Server;
+  void handle_stream(const MessageView& m, StreamEdit& edit) override {
+    const bool even = !m.payload.empty() && (static_cast<int>(m.payload[0]) % 2 == 0);
+    edit.topic = even ? "even" : "odd";
+  }
+};
+
+TEST_F(ServerTest, HandleStreamPicksTheTopic) {
+  StreamServer server(*ctx_, config());
+  ASSERT_TRUE(server.start());
+  connect(server, shm::TransportMode::kTcp, "");  // every topic
+  send("2", server.name() + ".echo");
+  EXPECT_EQ(receive().topic, "even");
+  send("3", server.name() + ".echo");
+  EXPECT_EQ(receive().topic, "odd");
+}
+
+TEST_F(ServerTest, AShmClientAndATcpClientAtOnce) {
+  Server server(*ctx_, config());
+  ASSERT_TRUE(server.start());
+  ASSERT_FALSE(server.segment().empty());
+  palm::test::ShmGuard guard(server.segment());
+  connect(server, shm::TransportMode::kShm, "shm-client");
+  EXPECT_EQ(push_->scheme(), transport::Scheme::kShm);
+  EXPECT_EQ(sub_->scheme(), transport::Scheme::kShm);
+  std::set<std::string> got;
+  for (int i = 0; i < 200; ++i) send(std::to_string(i), server.name() + ".echo");
+  for (int i = 0; i < 200; ++i) got.insert(receive().payload);
+  EXPECT_EQ(got.size(), 200u);
+
+  auto tcp_push = std::move(push_);
+  auto shm_sub = std::move(sub_);
+  connect(server, shm::TransportMode::kTcp, "tcp-client");
+  EXPECT_EQ(push_->scheme(), transport::Scheme::kTcp);
+  send("t", server.name() + ".echo");
+  EXPECT_EQ(receive().payload, "t");
+  server.stop();
+}
+
+TEST_F(ServerTest, TheMessagesLimitStopsTheServer) {
+  Server server(*ctx_, config(5));
+  ASSERT_TRUE(server.start());
+  connect(server, shm::TransportMode::kTcp, "c");  // the probe counts: 1
+  for (int i = 0; i < 4; ++i) send("m", server.name() + ".echo");
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(receive().payload, "m");
+  EXPECT_TRUE(server.wait(5s));
+  server.stop();
+}
+
+}  // namespace
+}  // namespace palm::servers

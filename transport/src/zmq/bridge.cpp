@@ -945,6 +945,7 @@ void Bridge::on_from_worker(Link& l, std::vector<Msg>& parts) noexcept {
       s.peers.add_credits(peer, h.credits);
       if (p == Parsed::kDropped) return;
       item.peer = static_cast<std::uint64_t>(peer);
+      item.credits = h.credits;  // what the result gave back, as shm reports it
       deliver(l, item);
       return;
     }

@@ -113,7 +113,8 @@ struct Delivery {
   Body body = Body::kMessage;   // kReq replies are kRaw
   PeerId peer = PeerId::kNone;  // kRep: answer with Envelope{peer}; kDispatcher: the
                                 // worker; kReq: the token of the request answered
-  std::uint32_t credits = 0;    // kPeerJoined, kCredit (kDispatcher)
+  std::uint32_t credits = 0;    // kDispatcher: kPeerJoined, kCredit, and kMessage
+                                // (the credits the result gave back)
 };
 
 enum class SendResult : std::uint8_t {

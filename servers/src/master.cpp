@@ -1,0 +1,514 @@
+#include "palm/servers/master.hpp"
+
+#include <deque>
+#include <exception>
+#include <unordered_map>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "palm/transport/discovery.hpp"
+#include "palm/transport/shm/host.hpp"
+
+namespace palm::servers {
+
+using transport::Delivery;
+using transport::Endpoint;
+using transport::Envelope;
+using transport::Event;
+using transport::Pattern;
+using transport::PeerId;
+using transport::SendResult;
+
+namespace {
+
+constexpr int kBatch = 32;
+constexpr std::uint64_t kPylm = ~std::uint64_t{0};  // the "worker" of pylm's PUSH socket
+
+std::string host_of(std::string_view address) {
+  // tcp://HOST:PORT -> HOST; anything else -> loopback.
+  if (!address.starts_with("tcp://")) return "127.0.0.1";
+  auto rest = address.substr(6);
+  const auto colon = rest.rfind(':');
+  return std::string(colon == std::string_view::npos ? rest : rest.substr(0, colon));
+}
+
+}  // namespace
+
+// ---- inbound: scatter, then stamp ------------------------------------------------
+
+class MasterInbound final : public InboundPart {
+ public:
+  MasterInbound(Master& master, std::string address)
+      : InboundPart("inbound", PartAddress{Pattern::kPull, std::move(address), true, {}, {}}),
+        master_(master) {}
+
+ protected:
+  Result<void> on_open() override {
+    if (auto r = InboundPart::on_open(); !r) return r;
+    for (auto& ep : endpoints_) {
+      if (auto* shm_ep = dynamic_cast<shm::ShmEndpoint*>(ep.get())) segment_ep_ = shm_ep;
+    }
+    return {};
+  }
+
+  // Each message scatter yields gets a cache key (pylm's uuid4, when the
+  // client gave none) and a dispatch id, in a frame of the segment's pool
+  // when there is one: palm workers on shm then take it without a copy.
+  void scatter(const MessageView& message, Emitter& out) override {
+    class Stamp final : public Emitter {
+     public:
+      Stamp(MasterInbound& part, const MessageView& input, Emitter& inner)
+          : part_(part), input_(input), inner_(inner) {}
+      void emit(const MessageView& m) override {
+        MessageView stamped = m;
+        std::string uuid;
+        if (stamped.cache.empty()) {
+          uuid = transport::make_uuid4();
+          stamped.cache = uuid;
+        }
+        stamped.dispatch_id = ++part_.next_id_;
+        inner_.emit(stamped);
+      }
+      void emit_same() override { emit(input_); }
+
+     private:
+      MasterInbound& part_;
+      const MessageView& input_;
+      Emitter& inner_;
+    };
+    Stamp stamp(*this, message, out);
+    master_.scatter(message, stamp);
+  }
+
+  Result<Frame> build(const MessageView& message, BlockPool& pool, SlotId slot) override {
+    if (segment_ep_ != nullptr) return segment_ep_->build(message);
+    return Frame::build(pool, slot, message);
+  }
+
+ private:
+  Master& master_;
+  shm::ShmEndpoint* segment_ep_ = nullptr;
+  std::uint64_t next_id_ = 0;  // the part's thread only
+};
+
+// ---- dispatch ------------------------------------------------------------------
+
+class DispatchPart final : public OutboundPart {
+ public:
+  explicit DispatchPart(Master& master) : OutboundPart("dispatch", PartAddress{}), master_(master) {}
+
+  DispatchStats snapshot() const noexcept {
+    DispatchStats s;
+    const auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+    s.dispatched_shm = get(c_.dispatched_shm);
+    s.dispatched_tcp = get(c_.dispatched_tcp);
+    s.dispatched_pylm = get(c_.dispatched_pylm);
+    s.results_shm = get(c_.results_shm);
+    s.results_tcp = get(c_.results_tcp);
+    s.results_pylm = get(c_.results_pylm);
+    s.duplicates = get(c_.duplicates);
+    s.redispatched = get(c_.redispatched);
+    s.workers_shm = get(c_.workers_shm);
+    s.workers_tcp = get(c_.workers_tcp);
+    s.in_flight = get(c_.in_flight);
+    s.pylm_connections = pylm_push_ != nullptr ? pylm_push_->stats().connections : 0;
+    return s;
+  }
+  const std::string& dispatch_address() const noexcept { return dispatch_address_; }
+  std::string pylm_push_address() const { return pylm_push_ ? pylm_push_->address() : ""; }
+  std::string pylm_pull_address() const { return pylm_pull_ ? pylm_pull_->address() : ""; }
+
+ protected:
+  Result<void> on_open() override {
+    const MasterConfig& cfg = master_.config();
+    std::string dispatch = cfg.dispatch_address;
+    if (dispatch.empty()) dispatch = fmt::format("tcp://{}:*", host_of(cfg.worker_push_address));
+    auto bound = bind_service(Pattern::kDispatcher, dispatch, true, "dispatch");
+    if (!bound) return tl::unexpected(std::move(bound.error()));
+    dispatch_address_ = *bound;
+    announce_[std::string(kDispatchKey)] = dispatch_address_;
+    dispatchers_ = endpoints_.size();  // tcp, then shm when the server has a segment
+    for (std::size_t i = 0; i < dispatchers_; ++i) {
+      shm_dispatcher_.push_back(endpoints_[i]->scheme() == transport::Scheme::kShm);
+    }
+    if (auto r = bind_service(Pattern::kPush, cfg.worker_push_address, false); !r) {
+      return tl::unexpected(std::move(r.error()));
+    }
+    pylm_push_ = endpoints_.back().get();
+    if (auto r = bind_service(Pattern::kPull, cfg.worker_pull_address, false); !r) {
+      return tl::unexpected(std::move(r.error()));
+    }
+    pylm_pull_ = endpoints_.back().get();
+    return {};
+  }
+
+  bool step() override {
+    bool did = flush_out();
+    did |= receive();
+    did |= check_timeouts();
+    did |= dispatch();
+    did |= flush_out();
+    return did;
+  }
+
+ private:
+  struct Worker {
+    std::size_t endpoint = 0;
+    PeerId peer = PeerId::kNone;
+    std::uint32_t credits = 0;
+    bool shm = false;
+  };
+  struct InFlight {
+    Frame frame;  // a second reference to what was sent, to send it again
+    std::uint64_t worker = 0;  // a key of workers_, or kPylm
+    std::int64_t sent_ns = 0;
+    std::int64_t since_ns = 0;  // when the message entered the master
+  };
+  struct Pending {
+    Frame frame;
+    std::uint64_t id = 0;
+    std::int64_t since_ns = 0;
+  };
+  struct Counters {
+    std::atomic<std::uint64_t> dispatched_shm{0}, dispatched_tcp{0}, dispatched_pylm{0},
+        results_shm{0}, results_tcp{0}, results_pylm{0}, duplicates{0}, redispatched{0},
+        workers_shm{0}, workers_tcp{0}, in_flight{0};
+  };
+
+  static std::uint64_t key_of(std::size_t endpoint, PeerId peer) noexcept {
+    return (static_cast<std::uint64_t>(peer) << 4) | endpoint;
+  }
+  void set_gauges() noexcept {
+    std::uint64_t shm = 0, tcp = 0;
+    for (const auto& [key, w] : workers_) (w.shm ? shm : tcp)++;
+    c_.workers_shm.store(shm, std::memory_order_relaxed);
+    c_.workers_tcp.store(tcp, std::memory_order_relaxed);
+    c_.in_flight.store(inflight_.size(), std::memory_order_relaxed);
+  }
+
+  // Results and worker events, from every dispatcher and pylm's PULL.
+  bool receive() {
+    bool did = false;
+    Delivery d;
+    for (std::size_t e = 0; e < dispatchers_; ++e) {
+      Endpoint& ep = *endpoints_[e];
+      for (int i = 0; i < kBatch && ep.try_recv(d); ++i) {
+        did = true;
+        const std::uint64_t key = key_of(e, d.peer);
+        switch (d.event) {
+          case Event::kPeerJoined: {
+            workers_[key] = Worker{e, d.peer, d.credits, shm_dispatcher_[e]};
+            order_.push_back(key);
+            logger().info("a palm worker joined over {} with {} credits ({} workers)",
+                          shm_dispatcher_[e] ? "shm" : "tcp", d.credits, workers_.size());
+            break;
+          }
+          case Event::kCredit:
+            if (auto it = workers_.find(key); it != workers_.end()) it->second.credits += d.credits;
+            break;
+          case Event::kPeerGone:
+            worker_gone(key);
+            break;
+          case Event::kMessage:
+            if (auto it = workers_.find(key); it != workers_.end()) it->second.credits += d.credits;
+            PartCounters::bump(shm_dispatcher_[e] ? c_.results_shm : c_.results_tcp);
+            on_result(d.frame, key);
+            break;
+        }
+      }
+    }
+    for (int i = 0; i < kBatch && pylm_pull_->try_recv(d); ++i) {
+      did = true;
+      if (d.event != Event::kMessage) continue;
+      PartCounters::bump(c_.results_pylm);
+      on_result(d.frame, kPylm);
+    }
+    set_gauges();
+    return did;
+  }
+
+  void worker_gone(std::uint64_t key) {
+    auto it = workers_.find(key);
+    if (it == workers_.end()) return;
+    const bool shm = it->second.shm;
+    workers_.erase(it);
+    std::erase(order_, key);
+    std::size_t resent = 0;
+    for (auto e = inflight_.begin(); e != inflight_.end();) {
+      if (e->second.worker == key) {
+        retry_.push_front(Pending{std::move(e->second.frame), e->first, e->second.since_ns});
+        e = inflight_.erase(e);
+        ++resent;
+      } else {
+        ++e;
+      }
+    }
+    PartCounters::bump(c_.redispatched, resent);
+    logger().warn("a palm worker over {} left; {} of its messages go to other workers ({} left)",
+                  shm ? "shm" : "tcp", resent, workers_.size());
+  }
+
+  void on_result(Frame& frame, std::uint64_t from) {
+    auto view = frame.view();
+    if (!view) {
+      PartCounters::bump(counters_.errors);
+      return;
+    }
+    const MessageView& result = view->message;
+    auto it = inflight_.end();
+    if (result.dispatch_id != 0) {
+      it = inflight_.find(result.dispatch_id);
+    } else if (from == kPylm) {
+      // A pylm worker whose protobuf dropped palm's field: its cache key.
+      auto by = pylm_by_cache_.find(std::string(result.cache));
+      if (by != pylm_by_cache_.end()) it = inflight_.find(by->second);
+    }
+    if (it == inflight_.end()) {
+      const auto n = c_.duplicates.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (should_log_nth(n)) {
+        logger().warn("dropped a result that was delivered already (dispatch id {}; {} so far)",
+                      result.dispatch_id, n);
+      }
+      return;
+    }
+    if (it->second.worker == kPylm) {
+      --pylm_inflight_;
+      forget_pylm(result.cache, it->first);
+    }
+    const std::int64_t since = it->second.since_ns;
+    inflight_.erase(it);
+
+    class Gathered final : public Emitter {
+     public:
+      Gathered(DispatchPart& part, const MessageView& input, const Frame& frame, std::int64_t since)
+          : part_(part), input_(input), frame_(frame), since_(since) {}
+      void emit(const MessageView& m) override { part_.publish(m, frame_, since_); }
+      void emit_same() override { part_.publish(input_, frame_, since_); }
+
+     private:
+      DispatchPart& part_;
+      const MessageView& input_;
+      const Frame& frame_;
+      std::int64_t since_;
+    };
+    Gathered out(*this, result, frame, since);
+    try {
+      master_.gather(result, out);
+    } catch (const std::exception& e) {
+      PartCounters::bump(counters_.errors);
+      logger().error("gather failed on '{}': {}", result.function, e.what());
+    }
+    count_message();
+    counters_.latency.record(std::chrono::nanoseconds(Router::now_ns() - since));
+  }
+
+  void publish(const MessageView& m, const Frame& like, std::int64_t since) {
+    StreamEdit edit = default_stream(m, master_.name(), master_.config().pipelined);
+    try {
+      master_.handle_stream(m, edit);
+    } catch (const std::exception& e) {
+      PartCounters::bump(counters_.errors);
+      logger().error("handle_stream failed on '{}': {}", m.function, e.what());
+      return;
+    }
+    MessageView out = m;
+    out.stage = edit.stage;
+    out.dispatch_id = 0;  // palm's bookkeeping stays inside the master
+    auto frame = Frame::build(*like.pool(), like.slot(), out, edit.topic);
+    if (!frame) {
+      PartCounters::bump(counters_.errors);
+      logger().error("a result could not be built: {}", frame.error().describe());
+      return;
+    }
+    pending_out_.push_back(Pending{std::move(*frame), 0, since});
+  }
+
+  // Results to the "outbound" route; what does not fit waits here, and no
+  // new work is admitted meanwhile (dispatch() checks pending_out_).
+  bool flush_out() {
+    bool did = false;
+    while (!pending_out_.empty()) {
+      Pending& p = pending_out_.front();
+      const auto bytes = p.frame.view() ? p.frame.view()->wire.size() : 0;
+      if (!router().try_push(target(), p.frame, kNoRoute, 0, p.since_ns)) {
+        PartCounters::bump(counters_.stalls);
+        break;
+      }
+      PartCounters::bump(counters_.messages_out);
+      PartCounters::bump(counters_.bytes_out, bytes);
+      pending_out_.pop_front();
+      did = true;
+    }
+    return did;
+  }
+
+  bool check_timeouts() {
+    const std::int64_t now = Router::now_ns();
+    if (now - last_check_ns_ < std::chrono::nanoseconds(env().poll).count()) return false;
+    last_check_ns_ = now;
+    const std::int64_t limit = std::chrono::nanoseconds(master_.config().pylm_timeout).count();
+    std::size_t resent = 0;
+    for (auto e = inflight_.begin(); e != inflight_.end();) {
+      if (e->second.worker == kPylm && now - e->second.sent_ns > limit) {
+        auto view = e->second.frame.view();
+        if (view) forget_pylm(view->message.cache, e->first);
+        --pylm_inflight_;
+        retry_.push_front(Pending{std::move(e->second.frame), e->first, e->second.since_ns});
+        e = inflight_.erase(e);
+        ++resent;
+      } else {
+        ++e;
+      }
+    }
+    if (resent != 0) {
+      PartCounters::bump(c_.redispatched, resent);
+      logger().warn("{} messages sent to pylm workers did not come back in {} ms: sent again",
+                    resent, master_.config().pylm_timeout.count());
+    }
+    return resent != 0;
+  }
+
+  void forget_pylm(std::string_view cache, std::uint64_t id) {
+    auto range = pylm_by_cache_.equal_range(std::string(cache));
+    for (auto i = range.first; i != range.second; ++i) {
+      if (i->second == id) {
+        pylm_by_cache_.erase(i);
+        return;
+      }
+    }
+  }
+
+  bool dispatch() {
+    bool did = false;
+    const MasterConfig& cfg = master_.config();
+    for (int n = 0; n < kBatch; ++n) {
+      if (inflight_.size() >= cfg.window || pending_out_.size() >= kBatch) break;
+      Pending p;
+      if (!retry_.empty()) {
+        p = std::move(retry_.front());
+        retry_.pop_front();
+      } else {
+        Routed r;
+        if (!router().try_pop(input(), r)) break;
+        PartCounters::bump(counters_.messages_in);
+        auto view = r.frame.view();
+        if (!view) {
+          PartCounters::bump(counters_.errors);
+          continue;
+        }
+        p = Pending{std::move(r.frame), view->message.dispatch_id, r.since_ns};
+      }
+      if (!send_to_a_worker(p)) {
+        retry_.push_front(std::move(p));  // no worker has room: wait for credits
+        break;
+      }
+      did = true;
+    }
+    set_gauges();
+    return did;
+  }
+
+  bool send_to_a_worker(Pending& p) {
+    auto keep = p.frame.share();
+    if (!keep) return false;
+    // palm workers first, round robin over those with credit.
+    for (std::size_t tries = 0; tries < order_.size(); ++tries) {
+      rr_ = (rr_ + 1) % order_.size();
+      const std::uint64_t key = order_[rr_];
+      Worker& w = workers_[key];
+      if (w.credits == 0) continue;
+      Envelope to;
+      to.peer = w.peer;
+      const SendResult r = endpoints_[w.endpoint]->try_send(p.frame, to);
+      if (r == SendResult::kQueued) {
+        --w.credits;
+        PartCounters::bump(w.shm ? c_.dispatched_shm : c_.dispatched_tcp);
+        inflight_[p.id] = InFlight{std::move(*keep), key, Router::now_ns(), p.since_ns};
+        return true;
+      }
+      if (r == SendResult::kNoCredit || r == SendResult::kFull) {
+        w.credits = 0;
+        continue;
+      }
+      // kPeerGone, kClosed: its kPeerGone event will follow; skip it now.
+      w.credits = 0;
+    }
+    // pylm workers: only while one is connected, and a bounded number.
+    if (pylm_inflight_ < master_.config().pylm_credits && pylm_push_->stats().connections > 0) {
+      const std::string cache = [&] {
+        auto v = p.frame.view();
+        return v ? std::string(v->message.cache) : std::string();
+      }();
+      if (pylm_push_->try_send(p.frame) == SendResult::kQueued) {
+        ++pylm_inflight_;
+        PartCounters::bump(c_.dispatched_pylm);
+        pylm_by_cache_.emplace(cache, p.id);
+        inflight_[p.id] = InFlight{std::move(*keep), kPylm, Router::now_ns(), p.since_ns};
+        return true;
+      }
+    }
+    return false;
+  }
+
+  Master& master_;
+  std::string dispatch_address_;
+  std::size_t dispatchers_ = 0;
+  std::vector<bool> shm_dispatcher_;
+  Endpoint* pylm_push_ = nullptr;
+  Endpoint* pylm_pull_ = nullptr;
+
+  // The part's thread only.
+  std::unordered_map<std::uint64_t, Worker> workers_;
+  std::vector<std::uint64_t> order_;  // worker keys, in joining order
+  std::size_t rr_ = 0;
+  std::unordered_map<std::uint64_t, InFlight> inflight_;  // by dispatch id
+  std::unordered_multimap<std::string, std::uint64_t> pylm_by_cache_;
+  std::uint32_t pylm_inflight_ = 0;
+  std::deque<Pending> retry_;        // to send before new work (a worker gone, a timeout)
+  std::deque<Pending> pending_out_;  // results waiting for room in "outbound"
+  std::int64_t last_check_ns_ = 0;
+
+  Counters c_;  // written by the part's thread, read by dispatch_stats()
+};
+
+// ---- Master -----------------------------------------------------------------------
+
+Master::Master(transport::Context& context, MasterConfig config,
+               std::shared_ptr<KeyValueStore> cache)
+    : ServerTemplate(context, config.server, std::move(cache)), config_(std::move(config)) {
+  register_inbound(std::make_unique<MasterInbound>(*this, config_.pull_address), "dispatch");
+  auto dispatch = std::make_unique<DispatchPart>(*this);
+  dispatch_ = dispatch.get();
+  register_outbound(std::move(dispatch), "outbound", config_.messages);
+  register_outbound(PubService("outbound", config_.pub_address));
+}
+
+void Master::scatter(const MessageView&, Emitter& out) { out.emit_same(); }
+void Master::gather(const MessageView&, Emitter& out) { out.emit_same(); }
+void Master::handle_stream(const MessageView&, StreamEdit&) {}
+
+DispatchStats Master::dispatch_stats() const noexcept { return dispatch_->snapshot(); }
+
+std::string Master::pull_address() const {
+  auto* p = dynamic_cast<InboundPart*>(part("inbound"));
+  return p != nullptr ? p->address() : std::string{};
+}
+std::string Master::pub_address() const {
+  auto* p = dynamic_cast<OutboundPart*>(part("outbound"));
+  return p != nullptr ? p->address() : std::string{};
+}
+std::string Master::dispatch_address() const { return dispatch_->dispatch_address(); }
+std::string Master::worker_push_address() const { return dispatch_->pylm_push_address(); }
+std::string Master::worker_pull_address() const { return dispatch_->pylm_pull_address(); }
+
+std::map<std::string, std::string> Master::cache_presets() {
+  return {{"name", name()},
+          {"db_address", db_address()},
+          {"pull_address", pull_address()},
+          {"pub_address", pub_address()},
+          {"worker_pull_address", worker_pull_address()},
+          {"worker_push_address", worker_push_address()}};
+}
+
+}  // namespace palm::servers

@@ -137,17 +137,33 @@ Pipe::~Pipe() {
 }
 
 std::optional<std::string> Pipe::read_line(std::chrono::milliseconds timeout) const {
+  return test::read_line(r, timeout);
+}
+
+std::optional<std::string> read_line(int fd, std::chrono::milliseconds timeout) {
   std::string s;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{r, POLLIN, 0};
+    pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, 100) != 1) continue;
     char c = 0;
-    if (::read(r, &c, 1) != 1) return std::nullopt;
+    if (::read(fd, &c, 1) != 1) return std::nullopt;
     if (c == '\n') return s;
     s.push_back(c);
   }
   return std::nullopt;
+}
+
+bool write_line(int fd, const std::string& line) {
+  const std::string s = line + "\n";
+  std::size_t done = 0;
+  while (done < s.size()) {
+    const ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
 }
 
 std::string unique_name(const std::string& tag) {

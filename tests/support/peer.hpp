@@ -74,6 +74,12 @@ class Pipe {
   std::optional<std::string> read_line(std::chrono::milliseconds timeout) const;
 };
 
+// The same on a bare descriptor (a peer given a pipe end's number): a line
+// read from `fd` within `timeout` (nullopt on timeout or EOF), and a line
+// written whole (false if the write failed).
+std::optional<std::string> read_line(int fd, std::chrono::milliseconds timeout);
+bool write_line(int fd, const std::string& line);
+
 // A name unique to this test process, for segments and sockets:
 // "palm-test-<pid>-<counter>-<tag>".
 std::string unique_name(const std::string& tag);

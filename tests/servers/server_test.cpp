@@ -12,6 +12,7 @@
 #include "palm/transport/auto_select.hpp"
 #include "palm/transport/context.hpp"
 #include "servers_test_util.hpp"
+#include "wire_client.hpp"
 #include "peer.hpp"
 
 namespace palm::servers {
@@ -24,11 +25,6 @@ using transport::Context;
 using transport::Delivery;
 using transport::EndpointSpec;
 using transport::Pattern;
-
-struct Reply {
-  std::string topic, payload, error;
-  std::int64_t stage = 0;
-};
 
 class ServerTest : public ::testing::Test {
  protected:
@@ -48,67 +44,18 @@ class ServerTest : public ::testing::Test {
     cfg.messages = messages;
     return cfg;
   }
-  // A client's push and its one subscription, by auto-selection in `mode`.
   void connect(Server& server, shm::TransportMode mode, const std::string& topic) {
-    transport::AutoOptions o;
-    o.mode = mode;
-    o.server_name = server.name();
-    auto push = transport::open_auto(*ctx_, EndpointSpec::connect_to(Pattern::kPush, server.pull_address()),
-                                     server.db_address(), o);
-    ASSERT_TRUE(push) << push.error().describe();
-    auto sub_spec = EndpointSpec::connect_to(Pattern::kSub, server.pub_address());
-    sub_spec.subscriptions = {topic};
-    auto sub = transport::open_auto(*ctx_, sub_spec, server.db_address(), o);
-    ASSERT_TRUE(sub) << sub.error().describe();
-    push_ = std::move(*push);
-    sub_ = std::move(*sub);
-    client_ = topic;
-    // A tcp subscription reaches the publisher asynchronously: probe until
-    // an echo comes back (bounded).
-    for (int i = 0; i < 100; ++i) {
-      send("x", server.name() + ".echo", "probe");
-      Delivery d;
-      if (sub_->recv_for(d, 50ms) == WaitResult::kReady) {
-        drain();
-        return;
-      }
-    }
-    FAIL() << "no reply to any probe";
-  }
-  void drain() {
-    Delivery d;
-    while (sub_->recv_for(d, 100ms) == WaitResult::kReady) {
-    }
+    client_.connect(*ctx_, server.pull_address(), server.pub_address(), server.db_address(),
+                    server.name(), mode, topic, server.name() + ".echo");
   }
   void send(std::string_view payload, std::string_view function, std::string_view cache = {},
             std::int64_t stage = 0) {
-    MessageView m;
-    m.pipeline = "session";
-    m.client = client_;
-    m.function = function;
-    m.stage = stage;
-    m.cache = cache;
-    m.payload = bytes_of(payload);
-    auto frame = ctx_->build(m);
-    ASSERT_TRUE(frame);
-    ASSERT_EQ(push_->send_for(*frame, 2s), transport::SendResult::kQueued);
+    client_.send(payload, function, cache, stage);
   }
-  Reply receive() {
-    Delivery d;
-    EXPECT_EQ(sub_->recv_for(d, 5s), WaitResult::kReady);
-    Reply r;
-    if (!d.frame) return r;
-    auto v = d.frame.view();
-    r.topic = std::string(v->topic);
-    r.payload = string_of(v->message.payload);
-    r.error = std::string(v->message.error);
-    r.stage = v->message.stage;
-    return r;
-  }
+  test::Reply receive() { return client_.receive(); }
 
   std::optional<Context> ctx_;
-  std::unique_ptr<transport::Endpoint> push_, sub_;
-  std::string client_;
+  test::WireClient client_;
 };
 
 TEST_F(ServerTest, MethodsAndEveryErrorCaseAnswerAndTheServerGoesOn) {
@@ -141,7 +88,7 @@ TEST_F(ServerTest, MethodsAndEveryErrorCaseAnswerAndTheServerGoesOn) {
   };
   for (const auto& c : cases) {
     send("x", c.function, {}, c.stage);
-    const Reply r = receive();
+    const test::Reply r = receive();
     EXPECT_EQ(r.payload, "0") << c.function;
     EXPECT_NE(r.error.find(c.reason), std::string::npos) << c.function << ": " << r.error;
     EXPECT_EQ(r.topic, "client-1");
@@ -165,7 +112,7 @@ TEST_F(ServerTest, PipelinedPublishesUnderItsNameAtTheNextStage) {
   ASSERT_TRUE(server.start());
   connect(server, shm::TransportMode::kTcp, server.name());
   send("p", server.name() + ".echo next.step", {}, 0);
-  const Reply r = receive();
+  const test::Reply r = receive();
   EXPECT_EQ(r.topic, server.name());
   EXPECT_EQ(r.stage, 1);
   EXPECT_EQ(r.payload, "p");
@@ -196,17 +143,17 @@ TEST_F(ServerTest, AShmClientAndATcpClientAtOnce) {
   ASSERT_FALSE(server.segment().empty());
   palm::test::ShmGuard guard(server.segment());
   connect(server, shm::TransportMode::kShm, "shm-client");
-  EXPECT_EQ(push_->scheme(), transport::Scheme::kShm);
-  EXPECT_EQ(sub_->scheme(), transport::Scheme::kShm);
+  EXPECT_EQ(client_.push().scheme(), transport::Scheme::kShm);
+  EXPECT_EQ(client_.sub().scheme(), transport::Scheme::kShm);
   std::set<std::string> got;
   for (int i = 0; i < 200; ++i) send(std::to_string(i), server.name() + ".echo");
   for (int i = 0; i < 200; ++i) got.insert(receive().payload);
   EXPECT_EQ(got.size(), 200u);
 
-  auto tcp_push = std::move(push_);
-  auto shm_sub = std::move(sub_);
+  auto shm_push = std::move(client_.push_);
+  auto shm_sub = std::move(client_.sub_);
   connect(server, shm::TransportMode::kTcp, "tcp-client");
-  EXPECT_EQ(push_->scheme(), transport::Scheme::kTcp);
+  EXPECT_EQ(client_.push().scheme(), transport::Scheme::kTcp);
   send("t", server.name() + ".echo");
   EXPECT_EQ(receive().payload, "t");
   server.stop();

@@ -11,6 +11,7 @@ namespace palm::tools {
 // Each defined in its own file; each adds its subcommands to `app` and their
 // bodies to `out`.
 void add_demo_commands(CLI::App& app, std::vector<Command>& out);
+void add_client_commands(CLI::App& app, std::vector<Command>& out);
 }  // namespace palm::tools
 
 int main(int argc, char** argv) {
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<palm::tools::Command> commands;
   palm::tools::add_demo_commands(app, commands);
+  palm::tools::add_client_commands(app, commands);
 
   try {
     app.parse(argc, argv);

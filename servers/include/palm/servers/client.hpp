@@ -126,6 +126,10 @@ class Client {
   // reply to `on_reply` until `messages` replies came (0 = as many as sent).
   // Sends and drains at once: at most `window` messages in flight, never
   // blocked sending while replies pile up. Returns the replies received.
+  // It sleeps in the SUB's recv_for (the endpoint's own doorbell), not on a
+  // Doorbell given to set_doorbell: a shm SUB rings that one for host
+  // events only, not messages (shm/host.hpp). A full PUSH rings nobody when
+  // it drains, so while it is full the wait is cut to 1 ms slices.
   // kTimeout when `timeout` passes without progress (no send, no reply);
   // the message names how many replies came.
   [[nodiscard]] Result<std::uint64_t> job(std::string_view function,

@@ -12,6 +12,7 @@ namespace palm::tools {
 // bodies to `out`.
 void add_demo_commands(CLI::App& app, std::vector<Command>& out);
 void add_worker_commands(CLI::App& app, std::vector<Command>& out);
+void add_client_commands(CLI::App& app, std::vector<Command>& out);
 }  // namespace palm::tools
 
 int main(int argc, char** argv) {
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   std::vector<palm::tools::Command> commands;
   palm::tools::add_demo_commands(app, commands);
   palm::tools::add_worker_commands(app, commands);
+  palm::tools::add_client_commands(app, commands);
 
   try {
     app.parse(argc, argv);

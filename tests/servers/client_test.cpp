@@ -1,0 +1,193 @@
+// The Client against an in-process palm echo server (a CacheService with a
+// Server's preset keys, a PULL and a PUB), over tcp and over shared memory:
+// the transport choice, palm's error field, replies under another topic.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <spdlog/sinks/ostream_sink.h>
+
+#include "palm/servers/cache_service.hpp"
+#include "palm/servers/client.hpp"
+#include "palm/transport/auto_select.hpp"
+#include "palm/transport/shm/host.hpp"
+#include "peer.hpp"
+#include "servers_test_util.hpp"
+
+namespace palm::servers {
+namespace {
+
+using namespace std::chrono_literals;
+using transport::EndpointSpec;
+using transport::Pattern;
+
+std::string port_of(const std::string& address) { return address.substr(address.rfind(':') + 1); }
+
+// Echoes each message: payload "echo:" + payload, under the client's topic.
+// "err": payload "0" with palm's error field "boom". "wrong": first a copy
+// under the topic client + "x" (which the client's prefix subscription
+// lets through), then the reply.
+class EchoServer {
+ public:
+  EchoServer(transport::Context& ctx, bool shm, const std::string& segment) : ctx_(ctx) {
+    auto pull = ctx.open(EndpointSpec::bind_to(Pattern::kPull, "tcp://127.0.0.1:*"));
+    auto pub = ctx.open(EndpointSpec::bind_to(Pattern::kPub, "tcp://127.0.0.1:*"));
+    EXPECT_TRUE(pull && pub);
+    tcp_pull_ = std::move(*pull);
+    tcp_pub_ = std::move(*pub);
+    CacheServiceOptions o;
+    o.name = "echo_server";
+    o.db_address = "tcp://127.0.0.1:*";
+    cache_.emplace(ctx, o);
+    EXPECT_TRUE(cache_->start());
+    std::map<std::string, std::string> presets = {{"name", "echo_server"},
+                                                  {"pull_address", tcp_pull_->address()},
+                                                  {"pub_address", tcp_pub_->address()}};
+    if (shm) {
+      auto sp = ctx.open(EndpointSpec::bind_to(Pattern::kPull, "shm://" + segment + "/pull"));
+      auto ss = ctx.open(EndpointSpec::bind_to(Pattern::kPub, "shm://" + segment + "/pub"));
+      EXPECT_TRUE(sp && ss) << (sp ? ss.error().describe() : sp.error().describe());
+      shm_pull_ = std::move(*sp);
+      shm_pub_ = std::move(*ss);
+      const std::uint64_t nonce = dynamic_cast<shm::ShmEndpoint&>(*shm_pull_).nonce();
+      presets[std::string(transport::kHostKey)] = shm::host_identity()->to_string();
+      presets[transport::shm_key(port_of(tcp_pull_->address()))] =
+          transport::ShmService{segment, "pull", nonce}.to_string();
+      presets[transport::shm_key(port_of(tcp_pub_->address()))] =
+          transport::ShmService{segment, "pub", nonce}.to_string();
+    }
+    cache_->preset_cache(presets);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~EchoServer() {
+    stop_.store(true, std::memory_order_relaxed);  // relaxed: a flag polled every 10 ms
+    thread_.join();
+  }
+  const std::string& db() const { return cache_->address(); }
+
+ private:
+  void run() {
+    while (!stop_.load(std::memory_order_relaxed)) {  // relaxed: see ~EchoServer
+      // The client uses one transport (forced): serve that pull only, so an
+      // idle one does not add its wait to every message.
+      transport::Endpoint& ep = shm_pull_ ? *shm_pull_ : *tcp_pull_;
+      transport::Endpoint& pub = shm_pull_ ? *shm_pub_ : *tcp_pub_;
+      transport::Delivery d;
+      if (ep.recv_for(d, 10ms) != WaitResult::kReady) continue;
+      auto v = d.frame.view();
+      if (!v) continue;
+      MessageView m = v->message;
+      const std::string in = test::string_of(m.payload);
+      const std::string client(m.client);
+      std::string out = "echo:" + in;
+      if (in == "err") {
+        out = "0";
+        m.error = "boom";
+      }
+      m.payload = test::bytes_of(out);
+      if (in == "wrong") publish(pub, m, client + "x");
+      publish(pub, m, client);
+    }
+  }
+  void publish(transport::Endpoint& pub, const MessageView& m, const std::string& topic) {
+    auto f = ctx_.build(m, topic);
+    ASSERT_TRUE(f);
+    EXPECT_EQ(pub.send_for(*f, 5s), transport::SendResult::kQueued);
+  }
+
+  transport::Context& ctx_;
+  std::unique_ptr<transport::Endpoint> tcp_pull_, tcp_pub_, shm_pull_, shm_pub_;
+  std::optional<CacheService> cache_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+};
+
+class ClientVsPalm : public ::testing::TestWithParam<bool> {  // true: shm
+ protected:
+  void SetUp() override { server_.emplace(ctx_, GetParam(), segment_.name()); }
+  void TearDown() override { server_.reset(); }
+  std::unique_ptr<Client> connect() {
+    ClientOptions o;
+    o.server_name = "echo_server";
+    o.db_address = server_->db();
+    o.transport = GetParam() ? shm::TransportMode::kShm : shm::TransportMode::kTcp;
+    o.log_level = LogLevel::kWarning;
+    auto c = Client::connect(ctx_, o);
+    EXPECT_TRUE(c) << c.error().describe();
+    return c ? std::move(*c) : nullptr;
+  }
+
+  palm::test::ShmGuard segment_{palm::test::unique_name("client")};
+  transport::Context ctx_ = test::make_context();
+  std::optional<EchoServer> server_;
+};
+
+TEST_P(ClientVsPalm, CarriesBothWaysOnTheChosenTransport) {
+  auto c = connect();
+  ASSERT_NE(c, nullptr);
+  const auto want = GetParam() ? transport::Scheme::kShm : transport::Scheme::kTcp;
+  EXPECT_EQ(c->push_scheme(), want);
+  EXPECT_EQ(c->sub_scheme(), want);
+  auto r = c->eval("echo_server.echo", std::string_view("hi"));
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(*r, "echo:hi");
+
+  constexpr int kMessages = 1000;
+  int next = 0;
+  std::vector<std::string> replies, expected;
+  for (int k = 0; k < kMessages; ++k) expected.push_back("echo:" + std::to_string(k));
+  auto n = c->job(
+      "echo_server.echo",
+      [&](std::string& p) {
+        if (next == kMessages) return false;
+        p = std::to_string(next++);
+        return true;
+      },
+      [&](std::string_view reply) { replies.emplace_back(reply); });
+  ASSERT_TRUE(n) << n.error().describe();
+  std::sort(replies.begin(), replies.end());
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(replies, expected);
+}
+
+// A reply with palm's error field is a reply (pylm peers see b'0'), counted
+// and logged at WARNING with the reason.
+TEST_P(ClientVsPalm, ErrorFieldReplyIsReturnedCountedAndLogged) {
+  auto c = connect();
+  ASSERT_NE(c, nullptr);
+  auto log = std::make_shared<std::ostringstream>();
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(*log);
+  sink->set_formatter(make_pylm_formatter());
+  server_logger("echo_server")->sinks().push_back(sink);  // before the call: no logging thread yet
+  auto r = c->eval("echo_server.echo", std::string_view("err"));
+  server_logger("echo_server")->sinks().pop_back();
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(*r, "0");
+  EXPECT_EQ(c->stats().errors, 1u);
+  EXPECT_NE(log->str().find("WARNING - Reply to echo_server.echo failed: boom"), std::string::npos) << log->str();
+}
+
+// PROTOCOL.md "Message flow": pylm's job raises on a topic that is not its
+// uuid; palm's client skips it and counts it.
+TEST_P(ClientVsPalm, ReplyUnderAnotherTopicIsSkippedAndCounted) {
+  auto c = connect();
+  ASSERT_NE(c, nullptr);
+  auto r = c->eval("echo_server.echo", std::string_view("wrong"));
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(*r, "echo:wrong");
+  EXPECT_EQ(c->stats().wrong_topic, 1u);
+  EXPECT_EQ(c->stats().received, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, ClientVsPalm, ::testing::Bool(),
+                         [](const auto& p) { return p.param ? "Shm" : "Tcp"; });
+
+}  // namespace
+}  // namespace palm::servers

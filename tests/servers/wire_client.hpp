@@ -25,10 +25,11 @@ class WireClient {
  public:
   // Connects to a server's pull and pub addresses (its cache at db decides
   // shm or tcp under `mode`), subscribed to `topic`, then sends `probe`
-  // messages until one comes back, so the subscription is in place.
+  // messages until one comes back, so the subscription is in place. The
+  // messages' `client` is `client`, or `topic` when empty.
   void connect(transport::Context& ctx, const std::string& pull, const std::string& pub,
                const std::string& db, const std::string& server_name, shm::TransportMode mode,
-               std::string topic, const std::string& probe) {
+               std::string topic, const std::string& probe, std::string client = {}) {
     using transport::EndpointSpec;
     using transport::Pattern;
     ctx_ = &ctx;
@@ -43,7 +44,7 @@ class WireClient {
     ASSERT_TRUE(sub) << sub.error().describe();
     push_ = std::move(*push);
     sub_ = std::move(*sub);
-    client_ = std::move(topic);
+    client_ = client.empty() ? std::move(topic) : std::move(client);
     for (int i = 0; i < 100; ++i) {
       send("probe", probe);
       transport::Delivery d;

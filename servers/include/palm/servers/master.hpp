@@ -46,6 +46,7 @@
 #include "palm/servers/parts.hpp"
 #include "palm/servers/server.hpp"
 #include "palm/servers/server_template.hpp"
+#include "palm/transport/auto_select.hpp"
 
 namespace palm::servers {
 
@@ -107,7 +108,6 @@ class Master : public ServerTemplate {
   DispatchPart* dispatch_ = nullptr;  // owned by the template's parts
 };
 
-// The cache key under which a master announces its dispatcher's tcp address.
-inline constexpr std::string_view kDispatchKey = "__palm.dispatch";
+using transport::kDispatchKey;  // transport/auto_select.hpp
 
 }  // namespace palm::servers

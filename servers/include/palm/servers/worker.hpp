@@ -68,6 +68,7 @@
 #include "palm/servers/cache.hpp"
 #include "palm/servers/log.hpp"
 #include "palm/servers/method.hpp"
+#include "palm/transport/auto_select.hpp"
 #include "palm/transport/context.hpp"
 #include "palm/transport/discovery.hpp"
 #include "palm/transport/endpoint.hpp"
@@ -75,8 +76,7 @@
 
 namespace palm::servers {
 
-// The cache key a palm master presets to its dispatcher's tcp address.
-inline constexpr std::string_view kDispatchKey = "__palm.dispatch";
+using transport::kDispatchKey;  // transport/auto_select.hpp
 
 struct WorkerOptions {
   std::string name;            // "" -> a uuid4 (pylm); the logger's name

@@ -39,6 +39,9 @@ namespace palm::transport {
 // Reserved cache keys (the cache refuses them from clients).
 inline constexpr std::string_view kShmKeyPrefix = "__palm.shm:";
 inline constexpr std::string_view kHostKey = "__palm.host";
+// A palm master's dispatcher for palm workers on tcp ("tcp://HOST:PORT"; its
+// shm twin is under shm_key(PORT)). A master without it is pylm's.
+inline constexpr std::string_view kDispatchKey = "__palm.dispatch";
 
 // The key of the shm service behind the server's tcp socket on `port`
 // ("__palm.shm:5555"). The port, not the host: the cache answers for one

@@ -49,14 +49,28 @@ Result<void> Part::open(const PartEnv& env) {
     }
     target_ = *route;
   }
-  return on_open();
+  if (auto r = on_open(); !r) return r;
+  // One doorbell for everything the thread waits for: a shm endpoint's, if
+  // there is one (another process cannot ring a doorbell in our heap).
+  std::size_t shm_endpoints = 0;
+  for (auto& ep : endpoints_) {
+    if (auto* shm_ep = dynamic_cast<shm::ShmEndpoint*>(ep.get())) {
+      if (shm_endpoints++ == 0) wait_bell_ = &shm_ep->doorbell();
+    }
+  }
+  // Every endpoint rings it, the shm one included: its host-made events
+  // (a worker joined or gone) ring only the doorbell set here.
+  for (auto& ep : endpoints_) ep->set_doorbell(wait_bell_);
+  if (input_ != kNoRoute) env_.router->set_bell(input_, wait_bell_);
+  wait_cap_ = shm_endpoints > 1 ? std::chrono::milliseconds(1) : env_.poll;
+  return {};
 }
 
 void Part::start() { thread_ = std::thread([this] { run(); }); }
 
 void Part::request_stop() noexcept {
   stop_.store(true, std::memory_order_relaxed);
-  bell_.ring();
+  wait_bell_->ring(Doorbell::kWakeAll);
 }
 
 void Part::join() noexcept {
@@ -87,8 +101,9 @@ void Part::run() noexcept {
   };
   while (!stop_.load(std::memory_order_relaxed) && !limit_reached()) {
     if (guarded([this] { return step(); })) continue;
-    bell_.wait_for([&] { return stop_.load(std::memory_order_relaxed) || guarded([this] { return step(); }); },
-                   env_.poll);
+    wait_bell_->wait_for(
+        [&] { return stop_.load(std::memory_order_relaxed) || guarded([this] { return step(); }); },
+        wait_cap_);
   }
   // Stopping: a bounded drain of what is already queued.
   const auto deadline = std::chrono::steady_clock::now() + 5 * env_.poll;

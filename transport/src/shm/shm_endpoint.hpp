@@ -145,6 +145,7 @@ class HostEndpoint final : public ShmEndpoint {
   bool try_recv(Delivery& out) noexcept override;
   WaitResult recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept override;
   void set_doorbell(Doorbell* bell) noexcept override;
+  Doorbell& doorbell() const noexcept override { return *bell_; }
   Result<void> subscribe(std::string_view prefix) override;
   Result<void> unsubscribe(std::string_view prefix) override;
   std::uint64_t subscriptions_seen() const noexcept override;
@@ -240,6 +241,7 @@ class PeerEndpoint final : public ShmEndpoint {
   bool try_recv(Delivery& out) noexcept override;
   WaitResult recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept override;
   void set_doorbell(Doorbell* bell) noexcept override;
+  Doorbell& doorbell() const noexcept override { return *bell_; }
   Result<void> subscribe(std::string_view prefix) override;
   Result<void> unsubscribe(std::string_view prefix) override;
   std::uint64_t subscriptions_seen() const noexcept override { return 0; }

@@ -5,7 +5,9 @@
 // them; the high-level servers are compositions of parts.
 //
 // The thread sleeps on the part's one doorbell, which its endpoints (through
-// Endpoint::set_doorbell) and its route (Router pushes) ring: it spins a few
+// Endpoint::set_doorbell) and its route (Router pushes) ring. With a shm
+// endpoint that doorbell is the endpoint's own, in the segment
+// (ShmEndpoint::doorbell()), since other processes ring it. It spins a few
 // microseconds with sched_yield, then sleeps on the futex (DESIGN.md
 // "Waiting"). It also wakes every `poll` to check for stop, so an idle
 // server sleeps and a stop is bounded.
@@ -91,7 +93,9 @@ class Part {
   void close() noexcept;
   bool finished() const noexcept { return finished_.load(std::memory_order_acquire); }
 
-  Doorbell& bell() noexcept { return bell_; }
+  // The doorbell the part's thread sleeps on: its own, or the shared one of
+  // its shm endpoint (rung by other processes), once open.
+  Doorbell& bell() noexcept { return *wait_bell_; }
   RouteId input() const noexcept { return input_; }
   void set_input(RouteId input) noexcept { input_ = input; }
 
@@ -167,6 +171,10 @@ class Part {
   RouteId target_ = kNoRoute;
   std::thread thread_;
   Doorbell bell_;
+  Doorbell* wait_bell_ = &bell_;
+  // Waits are cut to this when messages can arrive without ringing
+  // wait_bell_ (more than one shm endpoint); else env_.poll.
+  std::chrono::milliseconds wait_cap_{100};
   // stop_: set by request_stop (any thread), read by the part's thread at
   // each wake-up; relaxed, the doorbell ring that follows is the wake-up.
   std::atomic<bool> stop_{false};

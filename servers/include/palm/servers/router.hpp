@@ -55,6 +55,8 @@ class Router {
   [[nodiscard]] Result<RouteId> add(std::string name, std::size_t capacity,
                                     Doorbell* consumer_bell);
   std::optional<RouteId> find(std::string_view name) const noexcept;
+  // Changes the doorbell pushes to `route` ring. Before the parts start.
+  void set_bell(RouteId route, Doorbell* consumer_bell) noexcept { routes_[route].bell = consumer_bell; }
   const std::string& name(RouteId route) const noexcept;
 
   // Moves `frame` into `route` (the frame is empty afterwards). False, with

@@ -105,6 +105,12 @@ class ShmEndpoint : public transport::Endpoint {
   virtual std::vector<PeerStatus> peer_status() const = 0;
   // The segment's incarnation nonce.
   virtual std::uint64_t nonce() const noexcept = 0;
+  // The doorbell in the segment that this endpoint's messages ring (bound
+  // side: the service's, rung by every peer's send and pop; connected side:
+  // the peer entry's, rung by the host). A thread that serves this endpoint
+  // and others sleeps on it and gives it to the others' set_doorbell: a
+  // process-local doorbell cannot be rung by another process.
+  virtual Doorbell& doorbell() const noexcept = 0;
 
   [[nodiscard]] Result<Frame> build(const MessageView& m, std::string_view topic = {}) noexcept {
     return Frame::build(pool(), slot(), m, topic);

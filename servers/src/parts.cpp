@@ -204,11 +204,22 @@ void OutboundPart::handle(Routed& item) {
   }
   if (address_.pattern == Pattern::kPub) {
     // Every subscriber, on tcp and on shm, gets it: one more reference per
-    // endpoint, nothing copied here.
-    for (std::size_t i = 0; i + 1 < n; ++i) {
-      if (auto copy = item.frame.share()) send(i, *copy);
+    // endpoint, nothing copied here. A ZeroMQ pub nobody is connected to is
+    // skipped: its queue would only hold blocks until the bridge drops them.
+    std::size_t last = n;
+    for (std::size_t i = 0; i < n; ++i) {
+      const bool idle = transport::is_zmq(endpoints_[i]->scheme()) && endpoints_[i]->stats().connections == 0;
+      if (idle) continue;
+      if (last != n) {
+        if (auto copy = item.frame.share()) send(last, *copy);
+      }
+      last = i;
     }
-    send(n - 1, item.frame);
+    if (last != n) {
+      send(last, item.frame);
+    } else {
+      item.frame.reset();
+    }
     return;
   }
   send(next_, item.frame);

@@ -18,7 +18,14 @@ using transport::Pattern;
 PoolConfig default_host_pool() {
   PoolConfig c;
   c.process_slots = 64;
-  c.held_per_process = 4096;
+  // A server's slot holds what its routes, its tcp queues and its in-flight
+  // window hold at once (DESIGN.md "Backpressure": the pool holds at least
+  // the sum of the channel capacities and the held lists): the small
+  // classes of typical messages get 8192 blocks (about 8 MiB reserved).
+  c.held_per_process = 8192;
+  c.set_blocks(256, 8192);
+  c.set_blocks(512, 8192);
+  c.set_blocks(1024, 2048);
   return c;
 }
 

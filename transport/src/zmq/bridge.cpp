@@ -277,13 +277,15 @@ Result<void> Bridge::add(const std::shared_ptr<EndpointState>& state) {
     }
   }
   const bool counts_connections =
-      spec.bind && (spec.pattern == Pattern::kPush || spec.pattern == Pattern::kPull);
+      spec.bind && (spec.pattern == Pattern::kPush || spec.pattern == Pattern::kPull ||
+                    spec.pattern == Pattern::kPub);
   if (spec.pattern == Pattern::kDispatcher || spec.pattern == Pattern::kWorker ||
       counts_connections) {
     // A dispatcher watches workers leave; a worker watches its connections
     // come up (a dispatcher that restarted must hear its hello again); a
-    // bound push or pull counts its connections (a master sends work to
-    // pylm workers only while one is connected).
+    // bound push, pull or pub counts its connections (a master sends work
+    // to pylm workers only while one is connected, and publishes on tcp
+    // only while a subscriber is).
     const std::string name = "inproc://palm-monitor-" + std::to_string(++monitors_) + "-" +
                              std::to_string(reinterpret_cast<std::uintptr_t>(s));
     const int events = counts_connections ? ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED
@@ -1025,7 +1027,7 @@ void Bridge::read_monitor(Link& l, bool read_socket_first) noexcept {
       }
       continue;
     }
-    if (l.pattern == Pattern::kPush || l.pattern == Pattern::kPull) {
+    if (l.pattern == Pattern::kPush || l.pattern == Pattern::kPull || l.pattern == Pattern::kPub) {
       auto& gauge = l.state->counters.connections;
       const std::uint64_t now = gauge.load(std::memory_order_relaxed);
       if (event == ZMQ_EVENT_ACCEPTED) {

@@ -58,7 +58,7 @@ namespace detail {
 class HostCore;
 }
 
-// Pool of a host segment: small classes preallocated (about 6.5 MiB), large
+// Pool of a host segment: small classes preallocated (about 14 MiB), large
 // ones cut lazily; slots for the peers.
 PoolConfig default_host_pool();
 

@@ -2,9 +2,6 @@
 // messages to a server and prints each reply on its own line; or asks its
 // cache (--set / --get / --delete). Errors: one line on stderr, exit 1;
 // SIGINT / SIGTERM: exit 130 (within about 300 ms).
-#include <pthread.h>
-#include <signal.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -12,13 +9,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "command.hpp"
+#include "signals.hpp"
 #include "palm/servers/client.hpp"
 #include "palm/servers/log.hpp"
 #include "palm/transport/context.hpp"
@@ -29,13 +26,14 @@ namespace palm::tools {
 namespace {
 
 struct ClientCmdOptions {
-  std::string server, db, push, sub, session, transport = "auto", log_level = "WARNING";
+  std::string server, db, push, sub, session, transport, cache, log_level = "WARNING";
   std::vector<std::string> functions;
   std::string payload = " a message";
   std::uint64_t messages = 10;
   std::int64_t timeout_ms = 10000;
   std::int64_t settle_ms = 500;
   bool job = false;
+  bool numbered = false;
   std::optional<std::string> set, key, get, del;
 };
 
@@ -45,27 +43,6 @@ std::atomic<bool> g_interrupted{false};
 // How long a call may take to notice the flag before the process ends
 // anyway: a cache request (REQ) is bounded by --timeout only.
 constexpr std::chrono::milliseconds kInterruptGrace{300};
-
-// SIGINT and SIGTERM are blocked in every thread (the Context's threads
-// inherit the mask: call this first) and taken by one thread with sigwait:
-// it sets the flag, gives the call kInterruptGrace to return, then ends
-// the process with 130.
-void handle_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::thread([set] {
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0) return;
-    // release: pairs with the client's acquire load of the flag.
-    g_interrupted.store(true, std::memory_order_release);
-    std::this_thread::sleep_for(kInterruptGrace);  // a bound, not a sync: the main thread usually exits first
-    std::fflush(stdout);
-    std::_Exit(kExitInterrupted);
-  }).detach();
-}
 
 int fail(std::string_view reason) {
   // One line: a reason with a newline in it is cut there.
@@ -85,7 +62,17 @@ void print_line(std::string_view reply) {
 }
 
 int run_client(const ClientCmdOptions& o) {
-  handle_signals();
+  // First, before any thread starts (signals.hpp). On a signal: set the
+  // flag, give the call kInterruptGrace to return, then end the process
+  // with 130 anyway.
+  if (!block_stop_signals()) return fail("cannot block SIGINT/SIGTERM");
+  StopSignals signals([&signals](int) {
+    // release: pairs with the client's acquire load of the flag.
+    g_interrupted.store(true, std::memory_order_release);
+    if (signals.wait_stopped_for(kInterruptGrace)) return;  // the command ended first
+    std::fflush(stdout);
+    std::_Exit(kExitInterrupted);
+  });
 
   const std::size_t cache_ops = (o.set ? 1 : 0) + (o.get ? 1 : 0) + (o.del ? 1 : 0);
   if (cache_ops > 1) return fail("give one of --set, --get, --delete");
@@ -110,9 +97,11 @@ int run_client(const ClientCmdOptions& o) {
   co.settle = std::chrono::milliseconds(o.settle_ms);
   co.log_level = *level;
   co.cancel = &g_interrupted;
-  auto mode = shm::parse_transport_mode(o.transport);
-  if (!mode) return fail(mode.error());
-  co.transport = *mode;
+  if (!o.transport.empty()) {  // else PALM_TRANSPORT decides (the Client reads it)
+    auto mode = shm::parse_transport_mode(o.transport);
+    if (!mode) return fail(mode.error());
+    co.transport = *mode;
+  }
 
   auto ctx = transport::Context::create();
   if (!ctx) return fail(ctx.error());
@@ -140,15 +129,16 @@ int run_client(const ClientCmdOptions& o) {
         function,
         [&](std::string& payload) {
           if (queued == o.messages || g_interrupted.load(std::memory_order_relaxed)) return false;  // relaxed: a flag
+          payload = o.numbered ? o.payload + std::to_string(queued) : o.payload;
           ++queued;
-          payload = o.payload;
           return true;
         },
-        [](std::string_view reply) { print_line(reply); }, o.messages);
+        [](std::string_view reply) { print_line(reply); }, o.messages, o.cache);
     if (!r) return fail(r.error());
   } else {
     for (std::uint64_t i = 0; i < o.messages; ++i) {
-      auto r = c.eval(function, std::string_view(o.payload));
+      const std::string payload = o.numbered ? o.payload + std::to_string(i) : o.payload;
+      auto r = c.eval(function, std::string_view(payload), o.cache);
       if (!r) return fail(r.error());
       print_line(*r);
     }
@@ -173,9 +163,10 @@ void add_client_commands(CLI::App& app, std::vector<Command>& out) {
   cmd->add_option("--sub", o->sub, "Where to subscribe (default: the cache's pub_address; a pipeline's last step)");
   cmd->add_option("--session", o->session,
                   "Session: every message's `pipeline` field, and the prefix of --set keys");
-  cmd->add_option("--transport", o->transport, "auto (shared memory when the server shares this host), shm or tcp")
-      ->check(CLI::IsMember({"auto", "shm", "tcp"}))
-      ->capture_default_str();
+  cmd->add_option("--transport", o->transport,
+                  "auto (shared memory when the server shares this host), shm or tcp (default: PALM_TRANSPORT, "
+                  "else auto)")
+      ->check(CLI::IsMember({"auto", "shm", "tcp"}));
   cmd->add_option("--timeout", o->timeout_ms, "Bound on every call, in ms")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -183,6 +174,9 @@ void add_client_commands(CLI::App& app, std::vector<Command>& out) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_flag("--job", o->job, "Stream the messages (pylm's job) instead of one eval each");
+  cmd->add_flag("--numbered", o->numbered,
+                "Append each message's number (0, 1, ...) to --payload: distinct payloads");
+  cmd->add_option("--cache", o->cache, "Every message's cache field (a key a worker may read)");
   cmd->add_option("--set", o->set, "Store VALUE in the server's cache; prints the key");
   cmd->add_option("--key", o->key, "The key for --set (default: the server makes a uuid4)");
   cmd->add_option("--get", o->get, "Print the cached value of KEY (empty if missing)");

@@ -13,6 +13,8 @@ namespace palm::tools {
 void add_demo_commands(CLI::App& app, std::vector<Command>& out);
 void add_worker_commands(CLI::App& app, std::vector<Command>& out);
 void add_client_commands(CLI::App& app, std::vector<Command>& out);
+void add_server_commands(CLI::App& app, std::vector<Command>& out);
+void add_master_commands(CLI::App& app, std::vector<Command>& out);
 }  // namespace palm::tools
 
 int main(int argc, char** argv) {
@@ -22,6 +24,8 @@ int main(int argc, char** argv) {
   palm::tools::add_demo_commands(app, commands);
   palm::tools::add_worker_commands(app, commands);
   palm::tools::add_client_commands(app, commands);
+  palm::tools::add_server_commands(app, commands);
+  palm::tools::add_master_commands(app, commands);
 
   try {
     app.parse(argc, argv);

@@ -2,24 +2,19 @@
 // built-in methods (echo upper reverse sha256 sleep fail) and pylm's example
 // `foo` (b"<name> processed " + payload, as tests/interop/pylm_worker.py).
 //
-// Signals: SIGINT and SIGTERM are blocked in every thread (before the
-// Context starts its threads, which inherit the mask) and a thread waits for
-// them with sigtimedwait, then calls Worker::stop(): no code runs in a
-// signal handler. A stop by signal exits 130 (kExitInterrupted, as every
+// Signals: SIGINT and SIGTERM are taken by a StopSignals thread
+// (signals.hpp), which calls Worker::stop(): no code runs in a signal
+// handler. A stop by signal exits 130 (kExitInterrupted, as every
 // palm subcommand), the messages limit 0, an error 1 with one line
 // `palm worker: <reason>` on stderr.
-#include <signal.h>
-
-#include <atomic>
 #include <cstdio>
-#include <ctime>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "command.hpp"
+#include "signals.hpp"
 #include "palm/servers/log.hpp"
 #include "palm/servers/method.hpp"
 #include "palm/servers/worker.hpp"
@@ -62,13 +57,8 @@ int run_worker(const WorkerCmdOptions& o) {
   if (!level) return fail("--log-level " + o.log_level + ": not DEBUG, INFO, WARNING, ERROR or CRITICAL");
   wo.log_level = *level;
 
-  // Blocked before any thread starts: every thread inherits the mask, and
-  // only sigtimedwait below takes these signals.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  if (pthread_sigmask(SIG_BLOCK, &signals, nullptr) != 0) return fail("cannot block SIGINT/SIGTERM");
+  // Before any thread starts: every thread inherits the mask (signals.hpp).
+  if (!block_stop_signals()) return fail("cannot block SIGINT/SIGTERM");
 
   auto ctx = transport::Context::create();
   if (!ctx) return fail(ctx.error().describe());
@@ -81,40 +71,24 @@ int run_worker(const WorkerCmdOptions& o) {
   servers::Worker worker(*ctx, std::move(wo), std::move(methods));
   name_for_foo = worker.name();
 
-  std::atomic<bool> done{false};
-  std::atomic<int> caught{0};
-  std::thread waiter([&] {
-    const timespec slice{0, 100'000'000};  // 100 ms: notices `done` promptly
-    while (!done.load(std::memory_order_relaxed)) {  // relaxed: a flag, joined below
-      const int sig = sigtimedwait(&signals, nullptr, &slice);
-      if (sig == SIGINT || sig == SIGTERM) {
-        caught.store(sig, std::memory_order_relaxed);  // read after the join
-        worker.stop();
-        return;
-      }
-    }
-  });
-  const auto join = [&] {
-    done.store(true, std::memory_order_relaxed);
-    waiter.join();
-  };
+  StopSignals signals([&worker](int) { worker.stop(); });
 
   if (auto c = worker.connect(); !c) {
-    join();
+    signals.stop();
     return fail(c.error().describe());
   }
   const char* mode = worker.mode() == servers::Worker::Mode::kPalmDispatch ? "palm dispatch" : "pylm push/pull";
   std::printf("palm worker %s: %s: %s\n", worker.name().c_str(), mode, worker.transport_summary().c_str());
   std::fflush(stdout);
   auto r = worker.run();
-  join();
+  signals.stop();
   const auto s = worker.stats();
   std::printf("palm worker %s: %llu messages, %llu errors\n", worker.name().c_str(),
               static_cast<unsigned long long>(s.messages),
               static_cast<unsigned long long>(s.errors.total()));
   std::fflush(stdout);
   if (!r) return fail(r.error().describe());
-  return caught.load(std::memory_order_relaxed) != 0 ? kExitInterrupted : kExitOk;
+  return signals.caught() != 0 ? kExitInterrupted : kExitOk;
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Master in-process with palm Workers in threads: per-worker dispatch over shm
 // and tcp at once, every result once, scatter/gather/handle_stream, the
 // messages limit, and a worker leaving mid-stream. (Processes, pylm workers
-// and the command line: master_proc_test.cpp.)
+// and the command line: farm_proc_test.cpp, farm_interop_proc_test.cpp.)
 #include <gtest/gtest.h>
 
 #include <atomic>

@@ -381,6 +381,9 @@ TEST_F(ClientVsServer, ThisConfigUsesTheGivenAddresses) {
   o.push_address = pull_;
   o.sub_address = pub_;
   o.server_name = "my_server";
+  // pylm's slow joiner: a tcp subscription reaches a pylm server after an
+  // unknown time; give a loaded machine more than pylm's 0.5 s.
+  o.settle = 2000ms;
   auto c = connect(o);
   ASSERT_NE(c, nullptr);
   auto r = c->eval("my_server.foo", std::string_view("x"));

@@ -160,11 +160,14 @@ TEST_F(ServerTest, AShmClientAndATcpClientAtOnce) {
 }
 
 TEST_F(ServerTest, TheMessagesLimitStopsTheServer) {
-  Server server(*ctx_, config(5));
+  constexpr int kLimit = 40;
+  Server server(*ctx_, config(kLimit));
   ASSERT_TRUE(server.start());
-  connect(server, shm::TransportMode::kTcp, "c");  // the probe counts: 1
-  for (int i = 0; i < 4; ++i) send("m", server.name() + ".echo");
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(receive().payload, "m");
+  connect(server, shm::TransportMode::kTcp, "c");
+  const int left = kLimit - client_.probes();  // every probe counts
+  ASSERT_GT(left, 0);
+  for (int i = 0; i < left; ++i) send("m", server.name() + ".echo");
+  for (int i = 0; i < left; ++i) EXPECT_EQ(receive().payload, "m");
   EXPECT_TRUE(server.wait(5s));
   server.stop();
 }

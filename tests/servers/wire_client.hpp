@@ -47,6 +47,7 @@ class WireClient {
     client_ = client.empty() ? std::move(topic) : std::move(client);
     for (int i = 0; i < 100; ++i) {
       send("probe", probe);
+      ++probes_;
       transport::Delivery d;
       if (sub_->recv_for(d, std::chrono::milliseconds(50)) == WaitResult::kReady) {
         drain();
@@ -87,6 +88,8 @@ class WireClient {
     r.dispatch_id = v->message.dispatch_id;
     return r;
   }
+  // Probes sent by connect: each counts against a server's messages limit.
+  int probes() const noexcept { return probes_; }
   transport::Endpoint& push() { return *push_; }
   transport::Endpoint& sub() { return *sub_; }
   std::unique_ptr<transport::Endpoint> push_, sub_;
@@ -94,6 +97,7 @@ class WireClient {
  private:
   transport::Context* ctx_ = nullptr;
   std::string client_;
+  int probes_ = 0;
 };
 
 }  // namespace palm::servers::test

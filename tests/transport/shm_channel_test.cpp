@@ -383,6 +383,85 @@ TEST(ShmEndpoints, PubSubFiltersByTopicPrefixAndSubscribeTakesEffect) {
   EXPECT_EQ(topics, (std::vector<std::string>{"a.1", "a.2", "b.2"}));
 }
 
+// A kSub's subscriptions are in force when connect returns: a message
+// published right after it reaches the subscriber. The publish pushes into
+// the subscriber's channel before try_send returns, so try_recv (no wait)
+// must find it: no timing in the outcome. Fresh connections, so each one
+// races the host's registration anew.
+TEST(ShmEndpoints, ASubscriberHearsWhatIsPublishedRightAfterConnectReturns) {
+  ShmGuard g(unique_name("subreg"));
+  auto host = Host::create(g.name(), small_host(16));
+  ASSERT_TRUE(host);
+  auto pub = host->bind(Pattern::kPub, "news");
+  ASSERT_TRUE(pub);
+  constexpr std::uint64_t kRounds = 200;
+  std::uint64_t heard = 0;
+  for (std::uint64_t i = 0; i < kRounds; ++i) {
+    ConnectOptions co;
+    co.service = "news";
+    co.subscriptions = {"t."};
+    auto sub = connect(g.name(), Pattern::kSub, co);
+    ASSERT_TRUE(sub) << sub.error().describe();
+    auto f = numbered(**pub, i, "f", "t.first");
+    ASSERT_TRUE(f);
+    ASSERT_EQ((*pub)->try_send(*f, {}), SendResult::kQueued);
+    Delivery d;
+    if ((*sub)->try_recv(d)) {
+      EXPECT_EQ(read_numbered(d.frame)->id, i);
+      ++heard;
+    }
+    d = Delivery{};
+    sub->reset();
+    // Bounded: the monitor discards the departed entry (woken by its ring).
+    ASSERT_TRUE(host->wait_peer_count(0, 10s));
+  }
+  EXPECT_EQ(heard, kRounds) << "every first message arrives";
+  EXPECT_EQ((*pub)->subscriptions_seen(), kRounds);
+  EXPECT_TRUE(host->pool().stats().all_free());
+}
+
+// subscribe()/unsubscribe() right after connect are acknowledged promptly
+// (the host rings the entry's doorbell with each acknowledgement), well
+// under their timeout; with or without initial subscriptions.
+TEST(ShmEndpoints, SubscribeRightAfterConnectIsPrompt) {
+  ShmGuard g(unique_name("subnow"));
+  auto host = Host::create(g.name(), small_host(16));
+  ASSERT_TRUE(host);
+  auto pub = host->bind(Pattern::kPub, "news");
+  ASSERT_TRUE(pub);
+  using Clock = std::chrono::steady_clock;
+  constexpr auto kTimeout = 4s;
+  constexpr auto kPrompt = 1s;  // acks take microseconds; a missed ring costs kTimeout
+  for (int i = 0; i < 20; ++i) {
+    ConnectOptions co;
+    co.service = "news";
+    co.timeout = kTimeout;
+    if (i % 2 == 0) co.subscriptions = {"a."};
+    const auto t0 = Clock::now();
+    auto sub = connect(g.name(), Pattern::kSub, co);
+    ASSERT_TRUE(sub) << sub.error().describe();
+    const auto t1 = Clock::now();
+    ASSERT_TRUE((*sub)->subscribe("b.")) << "round " << i;
+    const auto t2 = Clock::now();
+    EXPECT_LT(t1 - t0, kPrompt) << "connect, round " << i;
+    EXPECT_LT(t2 - t1, kPrompt) << "subscribe, round " << i;
+    auto f = numbered(**pub, 7, "f", "b.x");
+    ASSERT_EQ((*pub)->try_send(*f, {}), SendResult::kQueued);
+    Delivery d;
+    ASSERT_TRUE((*sub)->try_recv(d)) << "the new subscription is in force, round " << i;
+    d = Delivery{};
+    const auto t3 = Clock::now();
+    ASSERT_TRUE((*sub)->unsubscribe("b."));
+    EXPECT_LT(Clock::now() - t3, kPrompt) << "unsubscribe, round " << i;
+    auto h = numbered(**pub, 8, "f", "b.y");
+    ASSERT_EQ((*pub)->try_send(*h, {}), SendResult::kQueued);
+    EXPECT_FALSE((*sub)->try_recv(d)) << "the unsubscription is in force, round " << i;
+    sub->reset();
+    ASSERT_TRUE(host->wait_peer_count(0, 10s));
+  }
+  EXPECT_TRUE(host->pool().stats().all_free());
+}
+
 TEST(ShmEndpoints, DispatcherRespectsCreditsAndSeesWorkersComeAndGo) {
   ShmGuard g(unique_name("disp"));
   auto host = Host::create(g.name(), small_host(16));

@@ -268,17 +268,32 @@ void HostCore::scan(bool check_liveness) {
           if (ep != nullptr && th && tp && want && static_cast<std::uint32_t>(*want) == e.pattern) {
             std::vector<std::string> topics;
             std::uint32_t seq = 0;
-            if (*want == Pattern::kSub && read_topics(e, topics, seq)) {
-              r.topic_seq = seq;
-              atomic_of(e.topic_ack).store(seq, std::memory_order_release);
-            }
+            // A torn read (the peer writing: not while it connects) leaves
+            // topic_seq 0 here, so the next scan reads the topics again.
+            const bool topics_read = *want == Pattern::kSub && read_topics(e, topics, seq);
+            if (topics_read) r.topic_seq = seq;
             ep->add_peer(i, r.generation, *th, *tp, e.credits, std::move(topics));
             r.ep = ep;
+            if (topics_read) {
+              // (K0) release, after add_peer (which put the subscriber, with
+              // its topics, in the endpoint's list under the endpoint's
+              // mutex): pairs with (K2), the subscriber's acquire wait in
+              // connect. A thread that sees the ack happens after the
+              // insertion, so a publish that follows it (in that thread, or
+              // in one it synchronized with) takes the endpoint's mutex after
+              // it and serves the subscriber. Rung below.
+              atomic_of(e.topic_ack).store(seq, std::memory_order_release);
+            }
             palm::transport::detail::log().info("shm {}: peer {} (pid {}) attached to {}", name(), i, pid,
                                                 ep->address());
           }
           reg = r;
           changed_.notify_all();
+          // After (K0): the ring's seq_cst RMW (R1) follows the ack, so a
+          // subscriber asleep in connect wakes and sees it (the doorbell's
+          // no-lost-wake-up protocol). Rung also for a peer the host will
+          // not serve (its service closed meanwhile): it wakes and sees that.
+          table_.entry_bell(i).ring(Doorbell::kWakeAll);
         } else if (reg->ep != nullptr && reg->ep->pattern() == Pattern::kPub) {
           // relaxed: a hint, read_topics re-reads it under its seqlock.
           if (atomic_of(e.topic_seq).load(std::memory_order_relaxed) != reg->topic_seq) {
@@ -287,8 +302,11 @@ void HostCore::scan(bool check_liveness) {
             if (read_topics(e, topics, seq)) {
               reg->ep->set_topics(i, std::move(topics));
               reg->topic_seq = seq;
-              // (K1) release, pairs with the subscriber's acquire wait in
-              // subscribe(): it returns once the topics are in force.
+              // (K1) release, after set_topics (under the endpoint's mutex):
+              // pairs with (K2), the subscriber's acquire wait in
+              // subscribe()/unsubscribe(): it returns once the topics are in
+              // force, as (K0). Then ring (R1 after K1, as above): the
+              // waiter wakes at once, not at its timeout.
               atomic_of(e.topic_ack).store(seq, std::memory_order_release);
               table_.entry_bell(i).ring(Doorbell::kWakeAll);
             }

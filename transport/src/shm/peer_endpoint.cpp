@@ -161,6 +161,37 @@ void PeerEndpoint::set_doorbell(Doorbell* bell) noexcept {
   user_bell_.store(bell, std::memory_order_release);  // nothing rings it yet: see host.hpp
 }
 
+Result<void> PeerEndpoint::await_topic_ack(std::uint32_t seq, Clock::time_point deadline) {
+  // (K2) acquire, pairs with the owner's release of the ack: (K0) at
+  // registration, (K1) for a later change. Seeing it, this thread happens
+  // after the owner put the topics in force (HostEndpoint::add_peer or
+  // set_topics, under the endpoint's mutex): what is published after this
+  // returns is filtered by them. topic_ack is 0 until the owner registered
+  // this entry (connect resets it while Claiming), and the topic_seq values
+  // of one attachment grow from 2, so ">= seq" means "these topics, or a
+  // later list of this same peer".
+  const auto acked = [&] { return atomic_of(entry_.topic_ack).load(std::memory_order_acquire) >= seq; };
+  for (;;) {
+    // The owner rings this entry's doorbell after each ack (R1 after the
+    // release store), so the wait ends within a wake-up; sliced only to
+    // notice an owner that died (a SIGKILLed owner rings nobody).
+    const auto slice = std::min(deadline, Clock::now() + kOwnerCheck);
+    const WaitResult w = bell_->wait_until([&] { return acked() || host_gone(); }, slice);
+    if (host_gone() || w == WaitResult::kShutdown) {
+      return make_error(Errc::kClosed, "the shm host " + p_.address + " is gone");
+    }
+    if (acked()) return {};
+    if (!process_alive(owner_)) {
+      return make_error(Errc::kPeerDead, "the owner of " + p_.address + " (pid " + std::to_string(owner_.pid) +
+                                             ") died before applying the subscription");
+    }
+    if (Clock::now() >= deadline) {
+      return make_error(Errc::kTimeout, "the shm host did not apply the subscription within " +
+                                            std::to_string(p_.timeout.count()) + " ms");
+    }
+  }
+}
+
 Result<void> PeerEndpoint::publish_topics() {
   auto enc = encode_topics(p_.topics);
   if (!enc) return tl::unexpected(std::move(enc.error()));
@@ -168,18 +199,7 @@ Result<void> PeerEndpoint::publish_topics() {
   p_.table.control().ring();
   // Wait for the owner to apply it: what is published after this returns
   // is filtered by the new list.
-  const WaitResult r = bell_->wait_for(
-      [&] {
-        // (K2) acquire, pairs with (K1).
-        return atomic_of(entry_.topic_ack).load(std::memory_order_acquire) >= seq || host_gone();
-      },
-      p_.timeout);
-  if (host_gone()) return make_error(Errc::kClosed, "the shm host " + p_.address + " is gone");
-  if (r != WaitResult::kReady) {
-    return make_error(Errc::kTimeout, "the shm host did not apply the subscription within " +
-                                          std::to_string(p_.timeout.count()) + " ms");
-  }
-  return {};
+  return await_topic_ack(seq, deadline_after(p_.timeout));
 }
 
 Result<void> PeerEndpoint::subscribe(std::string_view prefix) {
@@ -358,8 +378,12 @@ Result<std::unique_ptr<ShmEndpoint>> connect(std::string_view segment, Pattern p
   e.credits = options.credits;
   atomic_of(e.overflow).store(0, std::memory_order_relaxed);
   atomic_of(e.lost).store(0, std::memory_order_relaxed);
+  // The topic seqlock restarts at 0 for each attachment (a previous peer
+  // may have died mid-write, leaving it odd), and the ack at 0: "not
+  // registered yet". relaxed: ours while Claiming, published by (E3).
+  atomic_of(e.topic_seq).store(0, std::memory_order_relaxed);
   atomic_of(e.topic_ack).store(0, std::memory_order_relaxed);
-  write_topics(e, *topics);
+  const std::uint32_t topic_seq = write_topics(e, *topics);
   Doorbell::create_at(e.bell);
   auto to_host = ChannelRing::create_at(table->to_host_memory(index), table->ring_bytes(),
                                         table->header().channel_capacity);
@@ -385,7 +409,21 @@ Result<std::unique_ptr<ShmEndpoint>> connect(std::string_view segment, Pattern p
   detail::PeerEndpoint::Parts parts{std::move(*seg),   *pool,         *slot,   *table,  index,
                                     e.generation,      *service,      *to_host, *to_peer, pattern,
                                     address,           options.subscriptions, options.timeout};
-  return std::unique_ptr<ShmEndpoint>(std::make_unique<detail::PeerEndpoint>(std::move(parts)));
+  auto ep = std::make_unique<detail::PeerEndpoint>(std::move(parts));
+  // 6. kSub: wait until the owner registered us with our topics (its
+  // monitor, woken by the ring above, acknowledges and rings our entry's
+  // doorbell): from the return on, whatever the host publishes reaches us.
+  // On failure the endpoint's destructor leaves the entry (close()).
+  if (pattern == Pattern::kSub) {
+    if (auto r = ep->await_topic_ack(topic_seq, deadline); !r) {
+      if (r.error().code == Errc::kTimeout) {
+        return make_error(Errc::kTimeout, "the shm host of " + address + " did not register this subscriber within " +
+                                              std::to_string(options.timeout.count()) + " ms");
+      }
+      return tl::unexpected(std::move(r.error()));
+    }
+  }
+  return std::unique_ptr<ShmEndpoint>(std::move(ep));
 }
 
 }  // namespace palm::shm

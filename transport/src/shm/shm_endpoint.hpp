@@ -260,6 +260,13 @@ class PeerEndpoint final : public ShmEndpoint {
   std::vector<PeerStatus> peer_status() const override;
   std::uint64_t nonce() const noexcept override { return p_.segment.nonce(); }
 
+  // kSub: waits (bounded by `deadline`, woken by the owner's ring of this
+  // entry's doorbell) until the owner acknowledged topic list `seq` (the
+  // value write_topics returned): kClosed (host or service gone), kPeerDead
+  // (owner died), kTimeout. connect() (registration) and publish_topics()
+  // use it.
+  Result<void> await_topic_ack(std::uint32_t seq, std::chrono::steady_clock::time_point deadline);
+
  private:
   // The host closed the segment or the service, or its owner died.
   bool host_gone() const noexcept;
@@ -267,6 +274,7 @@ class PeerEndpoint final : public ShmEndpoint {
   SendResult send_locked(Frame& frame, const Envelope& to) noexcept;
   bool recv_locked(Delivery& out) noexcept;
   Result<void> publish_topics();
+
 
   Parts p_;
   mutable BlockPool pool_;  // a view (copy of p_.pool), handed to Frames

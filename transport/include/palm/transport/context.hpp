@@ -20,7 +20,10 @@
 // shm://SEGMENT/SERVICE (shm/host.hpp): a bind creates segment SEGMENT on the
 // first bind to it (a shm::Host the Context owns: one monitor thread per
 // segment) and binds SERVICE there (push, pull, pub, dispatcher); a connect
-// attaches to a segment another process serves (push, pull, sub, worker).
+// attaches to a segment another process serves (push, pull, sub, worker). A
+// shm sub's subscriptions are in place when open returns (shm::connect): what
+// is published afterwards reaches it (on tcp a subscription reaches the
+// publisher later: there the publisher waits, wait_subscriptions).
 // Request/reply and raw bodies stay on tcp:// (kInvalidArgument). Frames
 // received from a shm endpoint live in the segment's pool, not the
 // Context's; frames built in the Context's pool are copied into the segment

@@ -21,11 +21,15 @@
 // Threads: the Host runs one monitor thread, asleep on the segment's control
 // doorbell; it wakes when a peer attaches, leaves or subscribes, and every
 // liveness_period to check the attached processes (pid + start time; a slow
-// peer is alive). A dead or departed peer's channels are discarded: what it
-// sent is still delivered (then, for a dispatcher, Event::kPeerGone), what
-// was sent to it is released; its pool slot is reclaimed
-// (BlockPool::reclaim_dead). Each consuming thread sleeps on one doorbell:
-// the service's (bound side) or the peer entry's (connected side).
+// peer is alive). It registers an attached peer with its service (a kSub
+// with its topics) and acknowledges it on the peer entry, ringing the
+// entry's doorbell: a connected kSub's subscriptions are in place when
+// connect returns, and a subscribe's when it returns. A dead or departed
+// peer's channels are discarded: what it sent is still delivered (then, for
+// a dispatcher, Event::kPeerGone), what was sent to it is released; its pool
+// slot is reclaimed (BlockPool::reclaim_dead). Each consuming thread sleeps
+// on one doorbell: the service's (bound side) or the peer entry's (connected
+// side).
 //
 // Frames: handles are valid in the segment's pool only. A frame built in the
 // endpoint's pool (ShmEndpoint::pool()/slot(), or build()) crosses without a
@@ -169,14 +173,22 @@ struct ConnectOptions {
   std::uint32_t credits = 0;
   // kSub: topic prefixes ("" matches all), at most 256 bytes in all.
   std::vector<std::string> subscriptions;
-  // Bounds the attach (a segment still being created) and subscribe acks.
+  // Bounds the whole connect (a segment still being created; a kSub's
+  // registration by the host) and each subscribe/unsubscribe ack.
   std::chrono::milliseconds timeout{5000};
 };
 
 // Attaches to segment NAME as `pattern` (kPush, kPull, kSub, kWorker).
+// A kSub (with or without subscriptions) returns only once the host has
+// registered it with its subscriptions: whatever the host publishes after
+// connect returns (in happens-before order: this thread, or a process it
+// then talked to) reaches it. The wait is one wake-up of the host's monitor
+// (tens of microseconds), bounded by options.timeout. Likewise
+// subscribe()/unsubscribe() return once the new list is in force.
 // Errors: kNotFound (no segment, no such service, another nonce), kPeerDead
 // (the owner is dead), kClosed, kExhausted (peer table or pool slots full),
-// kInvalidArgument (pattern does not match the service's).
+// kInvalidArgument (pattern does not match the service's), kTimeout (kSub:
+// the host did not register it in time).
 [[nodiscard]] Result<std::unique_ptr<ShmEndpoint>> connect(std::string_view segment, transport::Pattern pattern,
                                                            const ConnectOptions& options = {});
 

@@ -24,8 +24,9 @@
 //                 to to_host and after popping from to_peer (room for a
 //                 waiting host producer).
 //   entry bell    the peer's threads; the host rings it after pushing to
-//                 to_peer and after popping from to_host, the owner after an
-//                 acknowledgement (topics) and at shutdown.
+//                 to_peer and after popping from to_host, the owner after it
+//                 registered the entry, after an acknowledgement (topic_ack)
+//                 and at shutdown.
 //
 // Peer entry states (state_pid = {state:32 low | pid:32 high}: a claim names
 // the claimer's pid in the same CAS, so the owner always knows whom to check):
@@ -143,8 +144,9 @@ struct PeerEntry {
   std::uint32_t credits;     // 32  kWorker: credits offered at attach
   std::uint32_t overflow;    // 36  atomic_ref; host: 1 once a message was lost
   std::uint64_t lost;        // 40  atomic_ref; host: messages dropped for this peer
-  std::uint32_t topic_seq;   // 48  atomic_ref; peer: seqlock (odd = writing)
-  std::uint32_t topic_ack;   // 52  atomic_ref; owner: the topic_seq it applied
+  std::uint32_t topic_seq;   // 48  atomic_ref; peer: seqlock (odd = writing), 0 at claim
+  std::uint32_t topic_ack;   // 52  atomic_ref; owner: the topic_seq it applied (release,
+                             //     then rings the entry bell); 0 at claim = not registered
   std::uint32_t topic_bytes; // 56  atomic_ref; peer, under the seqlock
   std::uint32_t reserved0;   // 60
   std::uint64_t topics[kTopicAreaBytes / 8];  // 64  atomic_ref words; [u8 len][bytes]...

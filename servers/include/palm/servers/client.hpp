@@ -16,15 +16,9 @@
 //   tcp  ZeroMQ sends the SUB's subscription to the PUB asynchronously;
 //        nothing tells a subscriber when it arrived. connect() waits
 //        `settle` once (pylm sleeps 0.5 s), before any message is sent.
-//   shm  shm::connect returns once the peer entry is Attached and the
-//        host's monitor was rung; the monitor registers the subscriber
-//        (and its topics) on its next scan, asynchronously, and connect does
-//        not wait for it (transport/src/shm/peer_endpoint.cpp connect(),
-//        host.cpp HostCore::scan). The PUSH is registered by the same
-//        monitor, and the SUB is attached first, so a request is nearly
-//        always read after the SUB is registered; but a scan running while
-//        the SUB attaches can register the PUSH first. connect() therefore
-//        waits `settle` on shm as well unless `shm_settle` is false.
+//   shm  shm::connect of a kSub returns once the host registered it with
+//        its topics: what is published afterwards reaches it. No wait
+//        (`shm_settle` restores one, for a host of an older layout).
 //
 // Messages (PROTOCOL.md "Message flow"): function (pipeline steps joined by
 // spaces), stage 0, pipeline = the session (or one uuid4 of this Client),
@@ -75,8 +69,8 @@ struct ClientOptions {
   // The wait after opening the SUB, once per Client (see the header
   // comment). 0 allowed.
   std::chrono::milliseconds settle{500};
-  // Wait `settle` on a shm SUB too (see the header comment).
-  bool shm_settle = true;
+  // Wait `settle` on a shm SUB too (not needed: see the header comment).
+  bool shm_settle = false;
   // job(): messages in flight (sent, reply not yet received) at most.
   std::uint32_t window = 256;
   // When set and true, a waiting call gives up within about 100 ms with

@@ -1,0 +1,145 @@
+// The low-level API (FEATURES.md section 3): a server assembled from parts on
+// a ServerTemplate. A blocking RepService hands each request to an outbound
+// part through the router and answers with that part's feedback (pylm's
+// block=True); a second outbound part in a chain gets the first's feedback
+// (pylm's outbound `route`); counters are readable while it runs.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <string>
+
+#include "palm/servers/parts.hpp"
+#include "palm/servers/server_template.hpp"
+#include "palm/transport/context.hpp"
+#include "peer.hpp"
+#include "servers_test_util.hpp"
+
+namespace palm::servers {
+namespace {
+
+using namespace std::chrono_literals;
+
+// An outbound part without endpoints that answers with the payload upper-cased.
+class Upper final : public OutboundPart {
+ public:
+  Upper() : OutboundPart("upper", PartAddress{}) {}
+
+ protected:
+  void handle(Routed& item) override {
+    auto view = item.frame.view();
+    ASSERT_TRUE(view);
+    std::string payload = test::string_of(view->message.payload);
+    std::transform(payload.begin(), payload.end(), payload.begin(),
+                   [](char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 32) : c; });
+    MessageView m = view->message;
+    m.payload = test::bytes_of(payload);
+    auto out = Frame::build(*item.frame.pool(), item.frame.slot(), m);
+    ASSERT_TRUE(out);
+    item.frame.reset();
+    feedback(item, *out);
+  }
+};
+
+// Counts what reaches it; answers nothing itself.
+class Tally final : public OutboundPart {
+ public:
+  explicit Tally(std::atomic<int>& seen) : OutboundPart("tally", PartAddress{}), seen_(seen) {}
+
+ protected:
+  void handle(Routed& item) override {
+    ++seen_;
+    feedback(item, item.frame);
+  }
+
+ private:
+  std::atomic<int>& seen_;
+};
+
+ServerOptions options() {
+  ServerOptions o;
+  o.name = palm::test::unique_name("template");
+  o.db_address = "tcp://127.0.0.1:*";
+  o.log_level = LogLevel::kCritical;
+  return o;
+}
+
+TEST(ServerTemplate, ABlockingRepServiceAnswersWithTheRoutesFeedback) {
+  auto ctx = transport::Context::create();
+  ASSERT_TRUE(ctx);
+  ServerTemplate server(*ctx, options());
+  auto& rep = server.register_inbound(RepService("rep", "tcp://127.0.0.1:*"), "upper", true);
+  server.register_outbound(std::make_unique<Upper>());
+  server.preset_cache({{"name", server.name()}});
+  ASSERT_TRUE(server.start());
+  palm::test::ShmGuard guard(server.segment());
+  const std::string address = dynamic_cast<InboundPart&>(rep).address();
+  ASSERT_EQ(address.rfind("tcp://127.0.0.1:", 0), 0u);
+
+  test::RawReq req(address);
+  ASSERT_TRUE(req.connected());
+  for (int i = 0; i < 50; ++i) {
+    const auto reply = req.ask(test::request("x.y", "hello " + std::to_string(i)));
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(*reply, "HELLO " + std::to_string(i));
+  }
+  // The cache is there too, with the preset key.
+  test::RawReq cache(server.db_address());
+  EXPECT_EQ(cache.ask(test::request("x.get", "name")), server.name());
+
+  const auto stats = server.stats();
+  ASSERT_EQ(stats.size(), 2u);
+  EXPECT_EQ(stats[0].name, "rep");
+  EXPECT_EQ(stats[0].messages_in, 50u);
+  EXPECT_EQ(stats[1].name, "upper");
+  EXPECT_EQ(stats[1].messages_in, 50u);
+  EXPECT_EQ(stats[1].messages_out, 50u);
+  EXPECT_EQ(stats[1].latency.total(), 50u);
+  server.stop();
+}
+
+TEST(ServerTemplate, AnOutboundPartsFeedbackGoesOnToItsRoute) {
+  auto ctx = transport::Context::create();
+  ASSERT_TRUE(ctx);
+  std::atomic<int> seen{0};
+  ServerOptions o = options();
+  o.shm = false;
+  ServerTemplate server(*ctx, o);
+  auto& pull = server.register_inbound(PullService("in", "tcp://127.0.0.1:*"), "upper");
+  server.register_outbound(std::make_unique<Upper>(), "tally");
+  server.register_outbound(std::make_unique<Tally>(seen));
+  ASSERT_TRUE(server.start());
+  EXPECT_TRUE(server.segment().empty());
+
+  auto push = ctx->open(transport::EndpointSpec::connect_to(transport::Pattern::kPush,
+                                                            dynamic_cast<InboundPart&>(pull).address()));
+  ASSERT_TRUE(push);
+  for (int i = 0; i < 20; ++i) {
+    MessageView m;
+    m.function = "x.y";
+    m.payload = test::bytes_of("p");
+    auto f = ctx->build(m);
+    ASSERT_TRUE(f);
+    ASSERT_EQ((*push)->send_for(*f, 5s), transport::SendResult::kQueued);
+  }
+  for (int i = 0; i < 500 && seen.load() < 20; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(seen.load(), 20);
+  server.stop();
+}
+
+TEST(ServerTemplate, ARouteToNoPartIsAnErrorAtStart) {
+  auto ctx = transport::Context::create();
+  ASSERT_TRUE(ctx);
+  ServerOptions o = options();
+  o.shm = false;
+  ServerTemplate server(*ctx, o);
+  server.register_inbound(PullService("in", "tcp://127.0.0.1:*"), "nowhere");
+  auto r = server.start();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kNotFound);
+  EXPECT_NE(r.error().message.find("nowhere"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace palm::servers

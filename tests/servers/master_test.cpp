@@ -158,6 +158,7 @@ TEST_F(MasterTest, WorkerErrorsComeBackAsZeroWithTheReason) {
 class ScatterGatherMaster : public Master {
  public:
   using Master::Master;
+  ~ScatterGatherMaster() override { stop(); }  // the parts call the hooks below
   // Two messages per input: the payload and its reverse.
   void scatter(const MessageView& m, Emitter& out) override {
     out.emit_same();

@@ -121,6 +121,7 @@ TEST_F(ServerTest, PipelinedPublishesUnderItsNameAtTheNextStage) {
 class StreamServer : public Server {
  public:
   using Server::Server;
+  ~StreamServer() override { stop(); }  // the exec part calls handle_stream
   void handle_stream(const MessageView& m, StreamEdit& edit) override {
     const bool even = !m.payload.empty() && (static_cast<int>(m.payload[0]) % 2 == 0);
     edit.topic = even ? "even" : "odd";

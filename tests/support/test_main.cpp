@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "peer.hpp"
+#include "tsan_zmq.hpp"  // libzmq is not instrumented (TSan builds only)
 
 int main(int argc, char** argv) {
   if (auto code = palm::test::run_peer_if_requested(argc, argv)) return *code;

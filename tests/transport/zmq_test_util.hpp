@@ -22,7 +22,6 @@
 #include "palm/transport/context.hpp"
 #include "palm/transport/endpoint.hpp"
 #include "peer.hpp"
-#include "tsan_zmq.hpp"
 
 namespace palm::transport::test {
 

@@ -83,6 +83,10 @@ class Master : public ServerTemplate {
  public:
   Master(transport::Context& context, MasterConfig config,
          std::shared_ptr<KeyValueStore> cache = nullptr);
+  // Stops first: the parts' threads call the hooks below. A subclass that
+  // overrides them stops in its own destructor too (or returns from
+  // serve(), which stops), since its part of the object goes first.
+  ~Master() override { stop(); }
 
   // pylm's hooks, called on the inbound part's thread (scatter) and the
   // dispatch part's thread (gather, handle_stream). Defaults: the message

@@ -51,6 +51,9 @@ class Server : public ServerTemplate {
   // methods().on(...) before start().
   Server(transport::Context& context, ServerConfig config,
          std::shared_ptr<KeyValueStore> cache = nullptr);
+  // Stops first: the exec part calls methods and handle_stream. A subclass
+  // overriding handle_stream stops in its own destructor too.
+  ~Server() override { stop(); }
 
   MethodTable& methods() noexcept { return methods_; }
   const FailureCounters& failures() const noexcept { return failures_; }

@@ -63,7 +63,9 @@ class ServerTemplate {
  public:
   ServerTemplate(transport::Context& context, ServerOptions options,
                  std::shared_ptr<KeyValueStore> cache = nullptr);
-  virtual ~ServerTemplate();  // stop()
+  // stop(). A subclass whose hooks the parts call must stop in its own
+  // destructor: by the time this one runs, the subclass is gone.
+  virtual ~ServerTemplate();
   ServerTemplate(const ServerTemplate&) = delete;  // owns threads
   ServerTemplate& operator=(const ServerTemplate&) = delete;
 

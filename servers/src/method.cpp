@@ -47,6 +47,37 @@ constexpr long kMaxSleepMs = 60'000;
 
 }  // namespace
 
+Result<Frame> build_result(BlockPool& pool, SlotId slot, const MessageView& fields,
+                           std::string_view topic, const Output& output) {
+  if (output.kind() != Output::Kind::kFill) {
+    MessageView m = fields;
+    if (output.kind() == Output::Kind::kBytes) {
+      m.payload = {reinterpret_cast<const std::byte*>(output.bytes().data()), output.bytes().size()};
+    }
+    return Frame::build(pool, slot, m, topic);
+  }
+  FrameWriter writer;
+  if (auto r = writer.begin(pool, slot, fields, topic, output.fill_max()); !r) {
+    return tl::unexpected(std::move(r.error()));
+  }
+  std::size_t written = 0;
+  try {
+    written = output.filler() ? output.filler()(writer.payload()) : 0;
+  } catch (const std::exception& e) {
+    writer.abandon();
+    return make_error(Errc::kInvalidArgument, fmt::format("the result's filler failed: {}", e.what()));
+  }
+  if (written > output.fill_max()) {
+    writer.abandon();
+    return make_error(Errc::kInvalidArgument,
+                      fmt::format("the result's filler wrote {} bytes into room for {}", written,
+                                  output.fill_max()));
+  }
+  auto handle = writer.commit(written);
+  if (!handle) return tl::unexpected(std::move(handle.error()));
+  return Frame(pool, slot, *handle);
+}
+
 void add_echo(MethodTable& table) {
   table.on("echo", [](const Call&) { return Output::same(); });
 }

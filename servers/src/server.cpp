@@ -69,6 +69,11 @@ class ExecPart final : public OutboundPart {
       }
     }
 
+    if (failure == Failure::kCount && out->kind() == Output::Kind::kFill) {
+      std::string why;
+      if (publish_filled(item, *view, *out, why)) return;
+      fail(Failure::kMethodFailed, fmt::format("method '{}' on '{}': {}", out_method(in), in.function, why));
+    }
     MessageView result = in;
     if (failure != Failure::kCount) {
       server_.failures_.record(failure, logger(), error);
@@ -95,6 +100,49 @@ class ExecPart final : public OutboundPart {
     }
     item.frame.reset();
     feedback(item, *frame);
+  }
+
+  // The method fills a fresh block: written once, under the default topic
+  // and stage; rebuilt only if handle_stream changes them.
+  // False, with the reason, if the filler failed: the caller answers b'0'.
+  bool publish_filled(Routed& item, const FrameView& in, const Output& out, std::string& why) {
+    const StreamEdit first = default_stream(in.message, server_.name(), server_.config_.pipelined);
+    MessageView fields = in.message;
+    fields.stage = first.stage;
+    auto frame = build_result(*item.frame.pool(), item.frame.slot(), fields, first.topic, out);
+    if (!frame) {
+      why = frame.error().message;
+      return false;
+    }
+    auto built = frame->view();
+    if (!built) {
+      why = built.error().message;
+      return false;
+    }
+    MessageView result = built->message;
+    result.stage = in.message.stage;  // handle_stream sees the stage the message came with
+    StreamEdit edit = first;
+    server_.handle_stream(result, edit);
+    if (edit.topic != first.topic || edit.stage != first.stage) {
+      result.stage = edit.stage;
+      auto moved = Frame::build(*item.frame.pool(), item.frame.slot(), result, edit.topic);
+      if (!moved) {
+        PartCounters::bump(counters_.errors);
+        logger().error("exec: the result could not be built: {}", moved.error().describe());
+        return true;
+      }
+      *frame = std::move(*moved);
+    }
+    item.frame.reset();
+    feedback(item, *frame);
+    return true;
+  }
+
+  static std::string_view out_method(const MessageView& in) {
+    auto step = current_step(in.function, in.stage);
+    if (!step) return {};
+    auto parts = split_server_step(*step);
+    return parts ? parts->method : std::string_view{};
   }
 
  private:

@@ -370,7 +370,7 @@ void Worker::serve_one(Frame& received, bool& dead) {
   } else {
     MessageView out = message;  // every field kept...
     if (output) {
-      out.payload = bytes_of(output->bytes());  // ...but the payload
+      if (output->kind() == Output::Kind::kBytes) out.payload = bytes_of(output->bytes());  // ...but the payload
     } else {
       reason = one_line(std::move(reason));
       fail(fault, message.function, reason);
@@ -379,7 +379,17 @@ void Worker::serve_one(Frame& received, bool& dead) {
     }
     // In the received frame's pool (a shm segment's: sent without a copy),
     // else the Context's.
-    auto built = Frame::build(*received.pool(), received.slot(), out, view->topic);
+    const Output failed = Output(std::string(kFailurePayload));
+    const Output& payload = output ? *output : failed;
+    auto built = build_result(*received.pool(), received.slot(), out, view->topic, payload);
+    if (!built && payload.kind() == Output::Kind::kFill) {
+      // The filler failed: the message's failure, answered as a throw is.
+      reason = one_line(built.error().message);
+      fail(Fault::kMethodThrew, message.function, reason);
+      out.payload = bytes_of(kFailurePayload);
+      out.error = reason;
+      built = Frame::build(*received.pool(), received.slot(), out, view->topic);
+    }
     if (!built) built = ctx_->build(out, view->topic);
     if (!built) {
       fail(Fault::kLost, message.function, "building the result: " + built.error().describe());
@@ -387,7 +397,8 @@ void Worker::serve_one(Frame& received, bool& dead) {
       return;
     }
     result = std::move(*built);
-    out_bytes = encoded_size(out);
+    auto sent_view = result.view();
+    out_bytes = sent_view ? sent_view->wire.size() : 0;
   }
   if (!send_result(result, dead)) return;
   counters_.bytes_out.fetch_add(out_bytes, std::memory_order_relaxed);  // a statistic

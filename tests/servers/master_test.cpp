@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <set>
 #include <thread>
@@ -53,6 +54,13 @@ class WorkerThread {
     add_builtin_methods(methods);
     const std::string tag = o.name;
     methods.on("tag", [tag](const Call& c) { return Output(tag + ":" + std::string(c.payload_text())); });
+    methods.on("fill", [](const Call& c) {
+      const std::string text = "filled:" + std::string(c.payload_text());
+      return Output::fill(text.size(), [text](std::span<std::byte> room) {
+        std::memcpy(room.data(), text.data(), text.size());
+        return text.size();
+      });
+    });
     worker_ = std::make_unique<Worker>(ctx, o, std::move(methods));
     auto r = worker_->connect();
     EXPECT_TRUE(r) << r.error().describe();
@@ -153,6 +161,8 @@ TEST_F(MasterTest, WorkerErrorsComeBackAsZeroWithTheReason) {
   EXPECT_NE(r.error.find("nope"), std::string::npos) << r.error;
   client_.send("abc", "_.upper");
   EXPECT_EQ(client_.receive().payload, "ABC");
+  client_.send("abc", "_.fill");  // written straight into the result's block
+  EXPECT_EQ(client_.receive().payload, "filled:abc");
 }
 
 class ScatterGatherMaster : public Master {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -63,6 +64,17 @@ TEST_F(ServerTest, MethodsAndEveryErrorCaseAnswerAndTheServerGoesOn) {
   server.methods().on("foo", [](const Call& c) { return Output("you sent me " + std::string(c.payload_text())); });
   server.methods().on("boom", [](const Call&) -> Output { throw std::runtime_error("kaput"); });
   server.methods().on("nothing", [](const Call&) { return Output::none(); });
+  // The result written straight into the outgoing block.
+  server.methods().on("fill", [](const Call& c) {
+    const std::string text = "filled:" + std::string(c.payload_text());
+    return Output::fill(64, [text](std::span<std::byte> room) {
+      std::memcpy(room.data(), text.data(), text.size());
+      return text.size();
+    });
+  });
+  server.methods().on("overfill", [](const Call&) {
+    return Output::fill(4, [](std::span<std::byte> room) { return room.size() + 1; });
+  });
   ASSERT_TRUE(server.start());
   const std::string n = server.name();
   connect(server, shm::TransportMode::kTcp, "client-1");
@@ -71,6 +83,8 @@ TEST_F(ServerTest, MethodsAndEveryErrorCaseAnswerAndTheServerGoesOn) {
   EXPECT_EQ(receive().payload, "you sent me abc");
   send("abc", n + ".echo");
   EXPECT_EQ(receive().payload, "abc");
+  send("abc", n + ".fill");
+  EXPECT_EQ(receive().payload, "filled:abc");
 
   struct Case {
     std::string function;
@@ -86,13 +100,22 @@ TEST_F(ServerTest, MethodsAndEveryErrorCaseAnswerAndTheServerGoesOn) {
       {n + ".nothing", 0, "returned nothing", Failure::kNoResult},
       {n + ".boom", 0, "kaput", Failure::kMethodFailed},
   };
+  // A filler that claims more than its room: the message's failure.
+  send("x", n + ".overfill");
+  {
+    const test::Reply r = receive();
+    EXPECT_EQ(r.payload, "0");
+    EXPECT_NE(r.error.find("wrote 5 bytes into room for 4"), std::string::npos) << r.error;
+    EXPECT_EQ(server.failures().count(Failure::kMethodFailed), 1u);
+  }
   for (const auto& c : cases) {
     send("x", c.function, {}, c.stage);
     const test::Reply r = receive();
     EXPECT_EQ(r.payload, "0") << c.function;
     EXPECT_NE(r.error.find(c.reason), std::string::npos) << c.function << ": " << r.error;
     EXPECT_EQ(r.topic, "client-1");
-    EXPECT_EQ(server.failures().count(c.failure), 1u) << c.function;
+    EXPECT_EQ(server.failures().count(c.failure), c.failure == Failure::kMethodFailed ? 2u : 1u)
+        << c.function;
   }
   // Still serving.
   send("after", n + ".foo");
@@ -101,9 +124,9 @@ TEST_F(ServerTest, MethodsAndEveryErrorCaseAnswerAndTheServerGoesOn) {
   const auto stats = server.stats();
   ASSERT_EQ(stats.size(), 3u);
   EXPECT_EQ(stats[1].name, "exec");
-  EXPECT_GE(stats[1].messages_in, 9u);
-  EXPECT_EQ(stats[1].errors, 6u);
-  EXPECT_GE(stats[1].latency.total(), 9u);
+  EXPECT_GE(stats[1].messages_in, 11u);
+  EXPECT_EQ(stats[1].errors, 7u);
+  EXPECT_GE(stats[1].latency.total(), 11u);
   server.stop();
 }
 

@@ -6,6 +6,11 @@
 // A method reads the message in place (Call::payload points into the frame
 // it arrived in, valid during the call) and returns an Output:
 //   bytes      the new payload (copied once, into the outgoing frame)
+//   fill(n, f) the result is written straight into a fresh block: the
+//              server opens the outgoing frame with room for n payload
+//              bytes and calls f(room) once, on the same thread, after the
+//              method returned; f returns the length it wrote (at most n).
+//              For large results: nothing is copied after f writes.
 //   same()     the payload unchanged: the frame goes on as it came, nothing
 //              copied (echo)
 //   none()     no result. A Pipeline or Sink publishes nothing (pylm's tee);
@@ -27,29 +32,50 @@
 #include <spdlog/logger.h>
 
 #include "palm/core/codec.hpp"
+#include "palm/core/error.hpp"
+#include "palm/core/frame.hpp"
 #include "palm/servers/cache.hpp"
 
 namespace palm::servers {
 
 class Output {
  public:
-  enum class Kind : std::uint8_t { kBytes, kSame, kNone };
+  enum class Kind : std::uint8_t { kBytes, kFill, kSame, kNone };
+  // Writes the payload into `room`; returns the bytes written (<= room).
+  using Filler = std::function<std::size_t(std::span<std::byte> room)>;
 
   Output(std::string bytes) : kind_(Kind::kBytes), bytes_(std::move(bytes)) {}  // NOLINT: implicit on purpose
   Output(std::string_view bytes) : Output(std::string(bytes)) {}                // NOLINT
   Output(const char* bytes) : Output(std::string(bytes)) {}                     // NOLINT
   static Output same() { return Output(Kind::kSame); }
   static Output none() { return Output(Kind::kNone); }
+  static Output fill(std::size_t max_bytes, Filler filler) {
+    Output out(Kind::kFill);
+    out.fill_max_ = max_bytes;
+    out.filler_ = std::move(filler);
+    return out;
+  }
 
   Kind kind() const noexcept { return kind_; }
   const std::string& bytes() const noexcept { return bytes_; }
   std::string& bytes() noexcept { return bytes_; }
+  std::size_t fill_max() const noexcept { return fill_max_; }
+  const Filler& filler() const noexcept { return filler_; }
 
  private:
   explicit Output(Kind kind) : kind_(kind) {}
   Kind kind_;
   std::string bytes_;
+  std::size_t fill_max_ = 0;
+  Filler filler_;
 };
+
+// The outgoing frame of a result: `fields` (every field but the payload is
+// kept) with the payload `output` gives (kBytes, or kFill written in place),
+// under `topic`, in `pool`. A filler that throws or claims more than its
+// room is an error (kInvalidArgument naming it); the block is given back.
+[[nodiscard]] Result<Frame> build_result(BlockPool& pool, SlotId slot, const MessageView& fields,
+                                         std::string_view topic, const Output& output);
 
 // What a method sees. References are valid during the call only.
 struct Call {

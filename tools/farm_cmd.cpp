@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
@@ -54,6 +55,7 @@
 #include "palm/servers/log.hpp"
 #include "palm/servers/master.hpp"
 #include "palm/transport/context.hpp"
+#include "palm/transport/shm/host.hpp"
 #include "serving.hpp"
 #include "signals.hpp"
 
@@ -350,6 +352,35 @@ std::string bytes(std::size_t n) {
   return fmt::format("{} B", n);
 }
 
+// Pools sized for the payload: the farm's Context and segment hold the
+// client's window of messages several times over (its queue, the master's
+// routes and in-flight table, the replies), within a memory budget; the
+// client's window shrinks when big blocks are few. Workers on ZeroMQ
+// receive into their own Context's default pool: their credits are cut to
+// what its class holds.
+struct Sizing {
+  std::size_t block = 256;        // the size class of one message
+  std::uint32_t blocks = 0;       // its count in the farm's pools
+  std::uint32_t window = 256;     // the client's messages in flight
+  std::uint32_t zmq_credits = 0;  // a worker's credits at most on tcp/ipc
+};
+
+constexpr std::size_t kMessageRoom = 1024;                 // fields, frame header, topic
+constexpr std::size_t kPoolBudget = std::size_t{256} << 20;  // per pool, for the payload's class
+constexpr std::uint32_t kClientWindow = 256;
+
+Sizing size_for(std::size_t payload) {
+  Sizing z;
+  z.block = std::max<std::size_t>(256, std::bit_ceil(payload + kMessageRoom));
+  const auto cls = static_cast<std::size_t>(std::countr_zero(z.block) - std::countr_zero(std::size_t{256}));
+  const std::uint32_t have = std::max(transport::default_context_pool().blocks[cls], shm::default_host_pool().blocks[cls]);
+  const auto budget = static_cast<std::uint32_t>(std::min<std::size_t>(4 * kClientWindow, kPoolBudget / z.block));
+  z.blocks = std::max(have, budget);
+  z.window = std::clamp<std::uint32_t>(z.blocks / 4, 1, kClientWindow);
+  z.zmq_credits = std::max<std::uint32_t>(1, transport::default_context_pool().blocks[cls] / 4);
+  return z;
+}
+
 std::string exe_path() {
   std::error_code ec;
   auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -392,8 +423,13 @@ int run_farm(const FarmOptions& o) {
   TempDir dir;
   if (dir.path().empty()) return failed(fmt::format("cannot create a temp dir in /tmp: {}", std::strerror(errno)));
 
-  auto ctx = transport::Context::create();
+  const Sizing sizing = size_for(o.payload);
+  transport::ContextOptions ctx_options;
+  ctx_options.pool.set_blocks(sizing.block, sizing.blocks);
+  ctx_options.shm.pool.set_blocks(sizing.block, sizing.blocks);
+  auto ctx = transport::Context::create(ctx_options);
   if (!ctx) return failed(ctx.error().describe());
+  const std::uint32_t credits = ipc || o.transport == "tcp" ? std::min(o.credits, sizing.zmq_credits) : o.credits;
 
   servers::MasterConfig cfg;
   cfg.server.name = fmt::format("farm-{}", ::getpid());
@@ -445,7 +481,7 @@ int run_farm(const FarmOptions& o) {
       auto& p = procs.emplace_back(std::make_unique<WorkerProcess>(name, dir.path() + "/" + name + ".log"));
       const std::vector<std::string> args = {exe,      "worker",        "--name",    name,
                                              "--db",   master.db_address(), "--transport", std::string(peer_mode),
-                                             "--credits", std::to_string(o.credits), "--log-level", "WARNING"};
+                                             "--credits", std::to_string(credits), "--log-level", "WARNING"};
       if (auto why = p->start(exe, args, env); !why.empty()) return give_up(why);
     }
     // Until the master sees every one of them.
@@ -473,6 +509,7 @@ int run_farm(const FarmOptions& o) {
     co.log_level = *level;
     co.timeout = kClientTimeout;
     co.cancel = &g_cancel;
+    co.window = sizing.window;
     if (ipc) {  // open_auto takes tcp only: the ipc addresses as they are
       co.this_config = true;
       co.push_address = master.pull_address();
@@ -583,7 +620,7 @@ void add_farm_commands(CLI::App& app, std::vector<Command>& out) {
       ->capture_default_str();
   cmd->add_option("-s,--payload", o->payload,
                   "Payload bytes per message (its sequence number first: at least 12)")
-      ->check(CLI::Range(kSeqDigits, std::size_t{64} << 20))
+      ->check(CLI::Range(kSeqDigits, std::size_t{16} << 20))
       ->capture_default_str();
   cmd->add_option("--method", o->method, "The workers' method: echo, upper, reverse or sha256")
       ->check(CLI::IsMember({"echo", "upper", "reverse", "sha256"}))

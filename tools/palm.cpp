@@ -15,12 +15,14 @@ void add_worker_commands(CLI::App& app, std::vector<Command>& out);
 void add_client_commands(CLI::App& app, std::vector<Command>& out);
 void add_server_commands(CLI::App& app, std::vector<Command>& out);
 void add_master_commands(CLI::App& app, std::vector<Command>& out);
+void add_farm_commands(CLI::App& app, std::vector<Command>& out);
 }  // namespace palm::tools
 
 int main(int argc, char** argv) {
   CLI::App app{"palm: clusters of micro-services over shared memory and ZeroMQ"};
   app.require_subcommand(1);
   std::vector<palm::tools::Command> commands;
+  palm::tools::add_farm_commands(app, commands);
   palm::tools::add_demo_commands(app, commands);
   palm::tools::add_worker_commands(app, commands);
   palm::tools::add_client_commands(app, commands);

@@ -3,16 +3,44 @@
 #include <boost/uuid/random_generator.hpp>
 #include <boost/uuid/uuid_io.hpp>
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <optional>
 #include <utility>
 
 namespace palm::transport {
 
+namespace {
+
+// Bumped in a forked child: a generator seeded before the fork would give
+// the child the parent's sequence of uuids.
+std::atomic<std::uint64_t> fork_generation{0};
+
+void count_fork() noexcept {
+  // Relaxed: the child has one thread here; its threads start after.
+  fork_generation.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
 std::string make_uuid4() {
-  // One generator per thread: boost's random_generator is not thread-safe,
-  // and seeding it (from the OS) per call would be slow.
-  thread_local boost::uuids::random_generator generate;
-  return boost::uuids::to_string(generate());
+  // One mt19937 generator per thread, seeded once from the OS (Boost's
+  // default generator reads getrandom(2) for every uuid: a system call per
+  // message a master stamps). Not a secret: pylm's cache keys need to be
+  // unique, not unguessable. Reseeded after a fork.
+  static const int registered = pthread_atfork(nullptr, nullptr, count_fork);
+  static_cast<void>(registered);
+  struct Seeded {
+    boost::uuids::random_generator_mt19937 generate;
+    std::uint64_t generation = fork_generation.load(std::memory_order_relaxed);
+  };
+  thread_local std::optional<Seeded> seeded;
+  const std::uint64_t now = fork_generation.load(std::memory_order_relaxed);
+  if (!seeded || seeded->generation != now) seeded.emplace();
+  return boost::uuids::to_string(seeded->generate());
 }
 
 Result<DiscoveryClient> DiscoveryClient::connect(Context& context, std::string db_address,

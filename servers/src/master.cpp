@@ -482,6 +482,10 @@ Master::Master(transport::Context& context, MasterConfig config,
   dispatch_ = dispatch.get();
   register_outbound(std::move(dispatch), "outbound", config_.messages);
   register_outbound(PubService("outbound", config_.pub_address));
+  if (config_.shared_thread) {
+    auto shared = share_thread({"inbound", "dispatch", "outbound"});
+    (void)shared;  // cannot fail: the three parts were just registered, once each
+  }
 }
 
 void Master::scatter(const MessageView&, Emitter& out) { out.emit_same(); }

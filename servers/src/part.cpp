@@ -1,6 +1,10 @@
 #include "palm/servers/part.hpp"
 
+#include <pthread.h>
+
+#include <algorithm>
 #include <exception>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -26,8 +30,14 @@ std::string_view port_of(std::string_view address) noexcept {
 }  // namespace
 
 Part::~Part() {
+  // A server stops every part before it destroys them; this is the safety
+  // net for a part used alone. Guests must not outlive a running host.
   request_stop();
+  for (Part* g : guests_) g->request_stop();
   join();
+  if (thread_.joinable()) thread_.join();
+  for (Part* g : guests_) g->host_ = nullptr;
+  if (host_ != nullptr) std::erase(host_->guests_, this);
   close();
 }
 
@@ -66,7 +76,42 @@ Result<void> Part::open(const PartEnv& env) {
   return {};
 }
 
-void Part::start() { thread_ = std::thread([this] { run(); }); }
+void Part::host(Part& guest) {
+  guest.host_ = this;
+  guests_.push_back(&guest);
+}
+
+void Part::share_bell() {
+  if (guests_.empty()) return;
+  // Bound shm services of the group share one doorbell already (bind_service
+  // asks for it); connected shm endpoints each have their own, which cannot
+  // be shared: with more than one distinct doorbell, waits are capped.
+  std::vector<Doorbell*> shm_bells;
+  std::vector<Part*> members{this};
+  members.insert(members.end(), guests_.begin(), guests_.end());
+  for (Part* m : members) {
+    for (auto& ep : m->endpoints_) {
+      if (auto* shm_ep = dynamic_cast<shm::ShmEndpoint*>(ep.get())) {
+        if (std::find(shm_bells.begin(), shm_bells.end(), &shm_ep->doorbell()) == shm_bells.end()) {
+          shm_bells.push_back(&shm_ep->doorbell());
+        }
+      }
+    }
+  }
+  Doorbell* bell = shm_bells.empty() ? &bell_ : shm_bells.front();
+  for (Part* m : members) {
+    m->wait_bell_ = bell;
+    for (auto& ep : m->endpoints_) ep->set_doorbell(bell);
+    if (m->input_ != kNoRoute) env_.router->set_bell(m->input_, bell);
+  }
+  wait_cap_ = shm_bells.size() > 1 ? std::chrono::milliseconds(1) : env_.poll;
+}
+
+void Part::start() {
+  if (host_ != nullptr) return;  // runs on its host's thread
+  running_.store(true, std::memory_order_relaxed);  // before the thread: no race
+  thread_ = std::thread([this] { run(); });
+}
 
 void Part::request_stop() noexcept {
   stop_.store(true, std::memory_order_relaxed);
@@ -74,7 +119,19 @@ void Part::request_stop() noexcept {
 }
 
 void Part::join() noexcept {
-  if (thread_.joinable()) thread_.join();
+  if (host_ == nullptr && guests_.empty()) {
+    if (thread_.joinable()) thread_.join();
+    return;
+  }
+  // A member of a shared thread: wait for this part's end, not the thread's
+  // (the server stops inbound parts before it asks outbound ones to drain).
+  const Part& runner = host_ != nullptr ? *host_ : *this;
+  while (!finished() && runner.running_.load(std::memory_order_acquire)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (host_ == nullptr && !running_.load(std::memory_order_acquire) && thread_.joinable()) {
+    thread_.join();
+  }
 }
 
 void Part::close() noexcept {
@@ -86,31 +143,99 @@ void Part::close() noexcept {
 }
 
 void Part::run() noexcept {
-  const auto guarded = [this](auto&& work) {
-    try {
-      return work();
-    } catch (const std::exception& e) {
-      // A part never dies of one message: log, count, go on.
-      PartCounters::bump(counters_.errors);
-      logger().error("{}: {}", name_, e.what());
-    } catch (...) {
-      PartCounters::bump(counters_.errors);
-      logger().error("{}: an unknown exception", name_);
-    }
-    return true;
+  const std::string thread_name = "palm:" + name_.substr(0, 10);  // 15 bytes at most
+  ::pthread_setname_np(::pthread_self(), thread_name.c_str());
+  std::vector<Part*> members{this};
+  members.insert(members.end(), guests_.begin(), guests_.end());
+  const auto round = [&members](bool& alive) {
+    bool did = false;
+    for (Part* m : members) did |= m->tick(alive);
+    return did;
   };
-  while (!stop_.load(std::memory_order_relaxed) && !limit_reached()) {
-    if (guarded([this] { return step(); })) continue;
+  for (;;) {
+    bool alive = false;
+    if (round(alive)) continue;
+    if (!alive) break;
     wait_bell_->wait_for(
-        [&] { return stop_.load(std::memory_order_relaxed) || guarded([this] { return step(); }); },
+        [&] {
+          bool still = false;
+          const bool did = round(still);
+          return did || !still;
+        },
         wait_cap_);
   }
+  // release: pairs with join()'s acquire; everything the thread did is seen.
+  running_.store(false, std::memory_order_release);
+}
+
+bool Part::guarded(bool draining) noexcept {
+  try {
+    return draining ? drain() : step();
+  } catch (const std::exception& e) {
+    // A part never dies of one message: log, count, go on.
+    PartCounters::bump(counters_.errors);
+    logger().error("{}: {}", name_, e.what());
+  } catch (...) {
+    PartCounters::bump(counters_.errors);
+    logger().error("{}: an unknown exception", name_);
+  }
+  return true;
+}
+
+bool Part::tick(bool& alive) noexcept {
+  if (finished_.load(std::memory_order_relaxed)) return false;  // this thread wrote it
+  bool did = false;
+  if (!stop_.load(std::memory_order_relaxed) && !limit_reached()) {
+    alive = true;
+    if (!flush_backlog(did)) return did;  // no new work until the backlog is through
+    return guarded(false) || did;
+  }
   // Stopping: a bounded drain of what is already queued.
-  const auto deadline = std::chrono::steady_clock::now() + 5 * env_.poll;
-  while (std::chrono::steady_clock::now() < deadline && guarded([this] { return drain(); })) {
+  const std::int64_t now = Router::now_ns();
+  if (drain_deadline_ns_ == 0) {
+    drain_deadline_ns_ = now + std::chrono::nanoseconds(5 * env_.poll).count();
+  }
+  if (now < drain_deadline_ns_) {
+    if (!flush_backlog(did)) {  // its consumer may take more yet
+      alive = true;
+      return did;
+    }
+    if (guarded(true)) {
+      alive = true;
+      return true;
+    }
+  }
+  finish();
+  return false;
+}
+
+bool Part::flush_backlog(bool& did) noexcept {
+  while (!backlog_.empty()) {
+    Backlogged& b = backlog_.front();
+    if (!env_.router->try_push(b.to, b.frame, b.reply_to, b.token, b.since_ns)) return false;
+    backlog_.pop_front();
+    did = true;
+  }
+  return true;
+}
+
+void Part::finish() noexcept {
+  if (!backlog_.empty()) {
+    PartCounters::bump(counters_.errors, backlog_.size());
+    logger().warn("{}: dropped {} messages at stop: their route stayed full", name_, backlog_.size());
+    backlog_.clear();
   }
   finished_.store(true, std::memory_order_release);
   if (env_.server != nullptr) env_.server->part_finished(*this);
+}
+
+bool Part::read_on_this_thread(RouteId route) noexcept {
+  Part& runner = leader();
+  if (runner.input_ == route) return true;
+  for (const Part* g : runner.guests_) {
+    if (g->input_ == route) return true;
+  }
+  return false;
 }
 
 bool Part::count_message() noexcept {
@@ -123,6 +248,14 @@ bool Part::emit(Frame& frame, RouteId to, RouteId reply_to, std::uint64_t token,
   // Waits for room in slices of `poll`; once stopping, for at most a few
   // slices (the consumer drains meanwhile), then the message is dropped and
   // counted rather than holding the stop for ever.
+  if (read_on_this_thread(to)) {
+    // Its consumer runs on this thread, after us: waiting would never end.
+    if (backlog_.empty() && env_.router->try_push(to, frame, reply_to, token, since_ns)) return true;
+    PartCounters::bump(counters_.stalls);
+    backlog_.push_back(Backlogged{std::move(frame), to, reply_to, token,
+                                  since_ns != 0 ? since_ns : Router::now_ns()});
+    return true;
+  }
   int tries_after_stop = 0;
   for (;;) {
     if (env_.router->push_for(to, frame, env_.poll, reply_to, token, since_ns)) return true;
@@ -155,13 +288,16 @@ Result<std::string> Part::bind_service(transport::Pattern pattern, const std::st
   }
   if (with_shm && !env_.segment.empty() && shm_serves(pattern)) {
     const std::string address = fmt::format("shm://{}/{}", env_.segment, service);
-    auto ep = env_.context->open(transport::EndpointSpec::bind_to(pattern, address));
+    auto spec = transport::EndpointSpec::bind_to(pattern, address);
+    spec.shm_share_bell_with = leader().shm_bell_service_;
+    auto ep = env_.context->open(spec);
     if (!ep) {
       return make_error(ep.error().code, fmt::format("{}: cannot bind {} on {}: {}", name_,
                                                      to_string(pattern), address,
                                                      ep.error().message));
     }
     (*ep)->set_doorbell(&bell_);
+    if (leader().shm_bell_service_.empty()) leader().shm_bell_service_ = service;
     if (!in_effect.empty()) {
       const auto* shm_ep = dynamic_cast<const shm::ShmEndpoint*>(ep->get());
       const transport::ShmService shm{env_.segment, service, shm_ep != nullptr ? shm_ep->nonce() : 0};

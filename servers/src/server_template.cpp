@@ -1,5 +1,7 @@
 #include "palm/servers/server_template.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "palm/transport/auto_select.hpp"
@@ -55,6 +57,21 @@ Part& ServerTemplate::register_bypass(std::unique_ptr<Part> part, std::uint64_t 
   return add(std::move(part), PartKind::kBypass, {}, false, messages);
 }
 
+Result<void> ServerTemplate::share_thread(const std::vector<std::string>& part_names) {
+  if (started_) return make_error(Errc::kInvalidArgument, fmt::format("server '{}' already started", name()));
+  std::vector<Part*> members;
+  for (const auto& n : part_names) {
+    Part* p = part(n);
+    if (p == nullptr) return make_error(Errc::kNotFound, fmt::format("server '{}' has no part '{}'", name(), n));
+    if (p->hosted() || (!members.empty() && p->hosting()) || std::find(members.begin(), members.end(), p) != members.end()) {
+      return make_error(Errc::kInvalidArgument, fmt::format("part '{}' shares a thread already", n));
+    }
+    members.push_back(p);
+  }
+  for (std::size_t i = 1; i < members.size(); ++i) members.front()->host(*members[i]);
+  return {};
+}
+
 void ServerTemplate::preset_cache(const std::map<std::string, std::string>& values) {
   cache_service_->preset_cache(values);
 }
@@ -99,6 +116,7 @@ Result<void> ServerTemplate::start() {
     if (auto r = part->open(part_env); !r) return fail(std::move(r.error()));
     for (const auto& [key, value] : part->announcements()) presets[key] = value;
   }
+  for (auto& part : parts_) part->share_bell();
   for (auto& [key, value] : cache_presets()) presets[key] = value;
   if (!segment_.empty()) {
     if (auto host = shm::host_identity()) {

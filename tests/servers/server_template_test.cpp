@@ -128,6 +128,79 @@ TEST(ServerTemplate, AnOutboundPartsFeedbackGoesOnToItsRoute) {
   server.stop();
 }
 
+// A pull service whose scatter yields each message `copies` times.
+class Fanout final : public InboundPart {
+ public:
+  Fanout(std::string address, int copies)
+      : InboundPart("in", PartAddress{transport::Pattern::kPull, std::move(address), true, {}, {}}),
+        copies_(copies) {}
+
+ protected:
+  void scatter(const MessageView&, Emitter& out) override {
+    for (int i = 0; i < copies_; ++i) out.emit_same();
+  }
+
+ private:
+  int copies_;
+};
+
+// Parts on one thread (share_thread): a scatter that yields more than the
+// route holds parks the rest in its backlog (it cannot wait for a consumer
+// that runs on its own thread), nothing is lost, and the shared thread
+// stops. Over shm the peer's pushes wake the thread through the shared
+// doorbell of the segment.
+class SharedThread : public ::testing::TestWithParam<bool> {};
+
+TEST_P(SharedThread, RoutesBetweenPartsOfOneThreadLoseNothingAndStop) {
+  const bool over_shm = GetParam();
+  auto ctx = transport::Context::create();
+  ASSERT_TRUE(ctx);
+  std::atomic<int> seen{0};
+  ServerOptions o = options();
+  o.shm = over_shm;
+  o.route_capacity = 4;  // smaller than one scatter's output
+  constexpr int kCopies = 10, kMessages = 50;
+  ServerTemplate server(*ctx, o);
+  auto& pull = server.register_inbound(std::make_unique<Fanout>("tcp://127.0.0.1:*", kCopies), "upper");
+  server.register_outbound(std::make_unique<Upper>(), "tally");
+  server.register_outbound(std::make_unique<Tally>(seen));
+  ASSERT_TRUE(server.share_thread({"in", "upper", "tally"}));
+  EXPECT_FALSE(server.share_thread({"upper", "in"})) << "a part shares one thread at most";
+  EXPECT_FALSE(server.share_thread({"nobody"}));
+  ASSERT_TRUE(server.start());
+  palm::test::ShmGuard guard(server.segment());
+  EXPECT_EQ(server.segment().empty(), !over_shm);
+
+  const std::string address =
+      over_shm ? "shm://" + server.segment() + "/in" : dynamic_cast<InboundPart&>(pull).address();
+  auto push = ctx->open(transport::EndpointSpec::connect_to(transport::Pattern::kPush, address));
+  ASSERT_TRUE(push) << push.error().describe();
+  EXPECT_EQ((*push)->scheme(), over_shm ? transport::Scheme::kShm : transport::Scheme::kTcp);
+  for (int i = 0; i < kMessages; ++i) {
+    MessageView m;
+    m.function = "x.y";
+    m.payload = test::bytes_of("p");
+    auto f = ctx->build(m);
+    ASSERT_TRUE(f);
+    ASSERT_EQ((*push)->send_for(*f, 5s), transport::SendResult::kQueued);
+  }
+  for (int i = 0; i < 500 && seen.load() < kCopies * kMessages; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(seen.load(), kCopies * kMessages);
+  const auto stats = server.stats();
+  ASSERT_EQ(stats.size(), 3u);
+  EXPECT_EQ(stats[0].messages_in, static_cast<std::uint64_t>(kMessages));
+  EXPECT_EQ(stats[0].messages_out, static_cast<std::uint64_t>(kCopies * kMessages));
+  EXPECT_GT(stats[0].stalls, 0u) << "the backlog was never used: the test lost its point";
+  EXPECT_EQ(stats[0].errors, 0u);
+  EXPECT_EQ(stats[2].messages_in, static_cast<std::uint64_t>(kCopies * kMessages));
+  const auto t0 = std::chrono::steady_clock::now();
+  server.stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "the shared thread did not stop";
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, SharedThread, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "shm" : "tcp"; });
+
 TEST(ServerTemplate, ARouteToNoPartIsAnErrorAtStart) {
   auto ctx = transport::Context::create();
   ASSERT_TRUE(ctx);

@@ -4,11 +4,13 @@
 // segment. Threads only (both sides in this process): runs under TSan too.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "palm/transport/context.hpp"
 #include "palm/transport/shm/host.hpp"
@@ -74,6 +76,45 @@ TEST_F(ContextShm, ServicesOfOneSegmentShareItsHost) {
   auto again = ctx().open(EndpointSpec::bind_to(Pattern::kPull, addr("a")));
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code, Errc::kAlreadyExists);
+}
+
+TEST_F(ContextShm, AServiceCanShareAnotherServicesDoorbell) {
+  auto in = ctx().open(EndpointSpec::bind_to(Pattern::kPull, addr("in")));
+  ASSERT_TRUE(in) << in.error().describe();
+  auto spec = EndpointSpec::bind_to(Pattern::kPull, addr("results"));
+  spec.shm_share_bell_with = "in";
+  auto results = ctx().open(spec);
+  ASSERT_TRUE(results) << results.error().describe();
+  auto alone = ctx().open(EndpointSpec::bind_to(Pattern::kPull, addr("alone")));
+  ASSERT_TRUE(alone);
+  auto& in_ep = dynamic_cast<shm::ShmEndpoint&>(**in);
+  auto& results_ep = dynamic_cast<shm::ShmEndpoint&>(**results);
+  auto& alone_ep = dynamic_cast<shm::ShmEndpoint&>(**alone);
+  EXPECT_EQ(&in_ep.doorbell(), &results_ep.doorbell());
+  EXPECT_NE(&in_ep.doorbell(), &alone_ep.doorbell());
+
+  // One thread asleep on the shared doorbell wakes for a peer of either
+  // service: the peer of "results" rings what it read from the segment.
+  auto push = ctx().open(EndpointSpec::connect_to(Pattern::kPush, addr("results")));
+  ASSERT_TRUE(push) << push.error().describe();
+  std::atomic<bool> got{false};
+  std::thread waiter([&] {
+    Delivery d;
+    const auto r = in_ep.doorbell().wait_for([&] { return (*results)->try_recv(d); }, 5s);
+    got.store(r == WaitResult::kReady);
+  });
+  std::this_thread::sleep_for(50ms);  // let it sleep; a ring before is fine too
+  Frame f = make_msg(ctx(), "test", "work", 7);
+  ASSERT_EQ((*push)->send_for(f, 5s), SendResult::kQueued);
+  waiter.join();
+  EXPECT_TRUE(got.load());
+
+  auto unknown = EndpointSpec::bind_to(Pattern::kPull, addr("other"));
+  unknown.shm_share_bell_with = "nobody";
+  auto refused = ctx().open(unknown);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::kNotFound);
+  EXPECT_NE(refused.error().message.find("nobody"), std::string::npos) << refused.error().message;
 }
 
 TEST_F(ContextShm, PatternsShmDoesNotCarryAreRefusedByName) {

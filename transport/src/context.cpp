@@ -102,7 +102,7 @@ Result<std::unique_ptr<Endpoint>> ContextCore::open_shm(const EndpointSpec& spec
       if (!host) return tl::unexpected(std::move(host.error()));
       it = shm_hosts_.emplace(segment, std::move(*host)).first;
     }
-    auto ep = it->second.bind(spec.pattern, service);
+    auto ep = it->second.bind(spec.pattern, service, spec.shm_share_bell_with);
     if (!ep) return tl::unexpected(std::move(ep.error()));
     return std::unique_ptr<Endpoint>(std::move(*ep));
   }

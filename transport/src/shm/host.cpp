@@ -160,7 +160,8 @@ void HostCore::shutdown() noexcept {
   changed_.notify_all();
 }
 
-Result<std::unique_ptr<ShmEndpoint>> HostCore::bind(Pattern pattern, std::string_view service) {
+Result<std::unique_ptr<ShmEndpoint>> HostCore::bind(Pattern pattern, std::string_view service,
+                                                    std::string_view share_bell_with) {
   if (!peer_pattern_for(pattern)) {
     return make_error(Errc::kInvalidArgument, std::string("shm:// cannot bind a ") + transport::to_string(pattern) +
                                                   " endpoint (push, pull, pub, dispatcher only; req/rep stay on tcp)");
@@ -174,6 +175,15 @@ Result<std::unique_ptr<ShmEndpoint>> HostCore::bind(Pattern pattern, std::string
   if (table_.find_service(service)) {
     return make_error(Errc::kAlreadyExists, "service '" + std::string(service) + "' is already bound in " + name());
   }
+  std::optional<std::uint32_t> shared;
+  if (!share_bell_with.empty()) {
+    auto other = table_.find_service(share_bell_with);
+    if (!other || services_[*other] == nullptr) {
+      return make_error(Errc::kNotFound, "service '" + std::string(service) + "' cannot share the doorbell of '" +
+                                             std::string(share_bell_with) + "': not bound in " + name());
+    }
+    shared = table_.service(*other).bell_of;
+  }
   for (std::uint32_t s = 0; s < kMaxServices; ++s) {
     ServiceEntry& e = table_.service(s);
     if (atomic_of(e.state).load(std::memory_order_relaxed) != static_cast<std::uint32_t>(ServiceState::kFree)) {
@@ -183,6 +193,7 @@ Result<std::unique_ptr<ShmEndpoint>> HostCore::bind(Pattern pattern, std::string
     std::memcpy(e.name, service.data(), service.size());
     e.pattern = static_cast<std::uint32_t>(pattern);
     Doorbell::create_at(e.bell);
+    e.bell_of = shared.value_or(s);  // published by (SV1)
     auto ep = std::make_unique<HostEndpoint>(shared_from_this(), pattern, s,
                                              "shm://" + name() + "/" + std::string(service));
     services_[s] = ep.get();
@@ -502,9 +513,10 @@ Host& Host::operator=(Host&& other) noexcept {
 }
 Host::~Host() { shutdown(); }
 
-Result<std::unique_ptr<ShmEndpoint>> Host::bind(transport::Pattern pattern, std::string_view service) {
+Result<std::unique_ptr<ShmEndpoint>> Host::bind(transport::Pattern pattern, std::string_view service,
+                                                std::string_view share_bell_with) {
   if (!core_) return make_error(Errc::kClosed, "a moved-from Host");
-  return core_->bind(pattern, service);
+  return core_->bind(pattern, service, share_bell_with);
 }
 const std::string& Host::name() const noexcept { return core_->name(); }
 std::uint64_t Host::nonce() const noexcept { return core_->nonce(); }

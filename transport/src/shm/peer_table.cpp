@@ -69,7 +69,10 @@ Result<PeerTable> PeerTable::create(std::byte* base, std::size_t bytes, std::uin
   t.header_ = h;
   t.base_ = base;
   Doorbell::create_at(h->control);
-  for (std::uint32_t s = 0; s < kMaxServices; ++s) Doorbell::create_at(h->services[s].bell);
+  for (std::uint32_t s = 0; s < kMaxServices; ++s) {
+    Doorbell::create_at(h->services[s].bell);
+    h->services[s].bell_of = s;
+  }
   for (std::uint32_t i = 0; i < max_peers; ++i) {
     PeerEntry& e = t.entry(i);
     e.pool_slot = ~0u;
@@ -109,7 +112,10 @@ PeerEntry& PeerTable::entry(std::uint32_t i) const noexcept {
 }
 Doorbell& PeerTable::control() const noexcept { return *Doorbell::attach_at(header_->control); }
 Doorbell& PeerTable::service_bell(std::uint32_t i) const noexcept {
-  return *Doorbell::attach_at(header_->services[i].bell);
+  // bell_of is published with the service's state (SV1/SV2); a value out of
+  // range (a corrupt segment) falls back to the service's own doorbell.
+  const std::uint32_t b = header_->services[i].bell_of;
+  return *Doorbell::attach_at(header_->services[b < kMaxServices ? b : i].bell);
 }
 Doorbell& PeerTable::entry_bell(std::uint32_t i) const noexcept { return *Doorbell::attach_at(entry(i).bell); }
 

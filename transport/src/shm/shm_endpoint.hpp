@@ -87,7 +87,8 @@ class HostCore : public std::enable_shared_from_this<HostCore> {
   void shutdown() noexcept;
   bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
 
-  Result<std::unique_ptr<ShmEndpoint>> bind(Pattern pattern, std::string_view service);
+  Result<std::unique_ptr<ShmEndpoint>> bind(Pattern pattern, std::string_view service,
+                                            std::string_view share_bell_with);
   void unbind(std::uint32_t service, HostEndpoint* ep) noexcept;
 
   std::vector<PeerStatus> peers() const;

@@ -13,8 +13,9 @@
 //               then gather and handle_stream               -> route "outbound"
 //   "outbound"  PubService on pub_address (+ shm)
 //
-// Threads: the three parts', the cache thread, the Context's bridge and the
-// segment's monitor.
+// Threads: one for the three parts (they share it: a message crosses no
+// thread boundary inside the master; MasterConfig::shared_thread), the cache
+// thread, the Context's bridge and the segment's monitor.
 //
 // Dispatch. A palm worker offers credits (messages it may hold); the master
 // sends to a worker only against a credit, so it knows what each holds. pylm
@@ -64,6 +65,9 @@ struct MasterConfig {
   std::uint32_t window = 512;       // messages in flight to workers at most
   std::uint32_t pylm_credits = 32;  // of those, to pylm workers at most
   std::chrono::milliseconds pylm_timeout{30000};
+  // inbound, dispatch and outbound on one thread (false: a thread each, so
+  // a slow scatter or gather does not hold the others back).
+  bool shared_thread = true;
 };
 
 // The dispatch counters, a snapshot of relaxed loads.

@@ -12,6 +12,15 @@
 // "Waiting"). It also wakes every `poll` to check for stop, so an idle
 // server sleeps and a stop is bounded.
 //
+// Shared threads: a part may host others (host(guest), before open): they
+// run on its thread, in turn, and sleep on one doorbell. Their shm services
+// share one doorbell in the segment (EndpointSpec::shm_share_bell_with) and
+// a route between two of them hands a message over without a wake-up; a
+// push into such a route never waits (the consumer cannot run meanwhile):
+// what does not fit waits in the pusher's backlog, and the pusher takes no
+// new work until it drained. A busy master (inbound, dispatch, outbound)
+// then crosses no thread boundary of its own per message.
+//
 // Kinds (pylm's names):
 //   inbound   takes messages from outside (its endpoints) and pushes them
 //             into its route; with `block` it waits for the feedback of what
@@ -24,6 +33,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -84,9 +94,18 @@ class Part {
   }
   const std::string& route_name() const noexcept { return route_name_; }
 
-  // Called by the server in order: open (endpoints; the routes exist), start
-  // (the thread), request_stop (any thread), join, close (endpoints).
+  // Runs `guest` on this part's thread (both before open; a guest hosts no
+  // one, and has one host).
+  void host(Part& guest);
+  bool hosted() const noexcept { return host_ != nullptr; }
+  bool hosting() const noexcept { return !guests_.empty(); }
+
+  // Called by the server in order: open (endpoints; the routes exist),
+  // share_bell (a host, once its guests are open too), start (the thread;
+  // nothing for a guest), request_stop (any thread), join (this part ended;
+  // a host's thread is joined with its last member), close (endpoints).
   [[nodiscard]] Result<void> open(const PartEnv& env);
+  void share_bell();
   void start();
   void request_stop() noexcept;
   void join() noexcept;
@@ -134,7 +153,8 @@ class Part {
 
   // Sends `frame` into the part's route (inbound) or feedback route,
   // waiting (bounded by stop) for room: backpressure on the sender. False if
-  // the part is stopping (the frame is then released).
+  // the part is stopping (the frame is then released). Into a route read on
+  // this part's own thread it never waits: see "Shared threads".
   bool emit(Frame& frame, RouteId to, RouteId reply_to = kNoRoute, std::uint64_t token = 0,
             std::int64_t since_ns = 0);
   // The route named by wire(); kNoRoute if none.
@@ -158,7 +178,25 @@ class Part {
   std::vector<std::string> transports_;
 
  private:
+  struct Backlogged {
+    Frame frame;
+    RouteId to = kNoRoute;
+    RouteId reply_to = kNoRoute;
+    std::uint64_t token = 0;
+    std::int64_t since_ns = 0;
+  };
+
   void run() noexcept;
+  // One turn of this part on its thread: a step, or a drain once stopping,
+  // or the end. `alive` is set while the part has not finished. True if it
+  // did any work.
+  bool tick(bool& alive) noexcept;
+  bool guarded(bool draining) noexcept;
+  // Pushes the backlog on; true once it is empty.
+  bool flush_backlog(bool& did) noexcept;
+  void finish() noexcept;
+  Part& leader() noexcept { return host_ != nullptr ? *host_ : *this; }
+  bool read_on_this_thread(RouteId route) noexcept;
 
   std::string name_;
   PartKind kind_ = PartKind::kBypass;
@@ -170,6 +208,13 @@ class Part {
   RouteId input_ = kNoRoute;
   RouteId target_ = kNoRoute;
   std::thread thread_;
+  Part* host_ = nullptr;
+  std::vector<Part*> guests_;
+  // The host's: the first shm service its thread's parts bound, whose
+  // doorbell the others share.
+  std::string shm_bell_service_;
+  std::deque<Backlogged> backlog_;     // the thread that runs the part only
+  std::int64_t drain_deadline_ns_ = 0;  // idem; 0 until stopping
   Doorbell bell_;
   Doorbell* wait_bell_ = &bell_;
   // Waits are cut to this when messages can arrive without ringing
@@ -180,6 +225,10 @@ class Part {
   std::atomic<bool> stop_{false};
   // finished_: release by the part's thread as it ends, acquire by readers.
   std::atomic<bool> finished_{false};
+  // running_: a host's thread runs. Set before the thread starts, cleared
+  // (release) as it ends; join() of a member polls it (acquire), so a part
+  // whose thread never started is not waited for.
+  std::atomic<bool> running_{false};
 };
 
 }  // namespace palm::servers

@@ -11,7 +11,8 @@
 //   preset_cache(keys)                    keys in the cache before it serves
 //   start() / serve() / stop()
 //
-// Threads: one per part (part.hpp), the cache thread (cache_service.hpp),
+// Threads: one per part (part.hpp) or per group of parts sharing a thread
+// (share_thread), the cache thread (cache_service.hpp),
 // and the Context's: its ZeroMQ bridge and, when the server serves shared
 // memory, the segment's monitor (transport/context.hpp). Nothing else.
 //
@@ -76,6 +77,11 @@ class ServerTemplate {
   Part& register_outbound(std::unique_ptr<Part> part, std::string route = {},
                           std::uint64_t messages = 0);
   Part& register_bypass(std::unique_ptr<Part> part, std::uint64_t messages = 0);
+  // Runs the named parts (registered already) on one thread, the first's:
+  // no hand-off between threads for a message routed among them (part.hpp,
+  // "Shared threads"). Before start(). kNotFound for an unknown name,
+  // kInvalidArgument for a part already sharing a thread.
+  [[nodiscard]] Result<void> share_thread(const std::vector<std::string>& part_names);
   void preset_cache(const std::map<std::string, std::string>& values);
 
   // Binds the cache, opens every part (binding and connecting), presets the

@@ -169,6 +169,9 @@ struct EndpointSpec {
   // 0 / -1: the Context's defaults (TransportOptions).
   std::size_t queue_capacity = 0;  // receive and send queues, a power of two
   int hwm = -1;                    // ZMQ_SNDHWM and ZMQ_RCVHWM
+  // A bound shm:// service: ring and wait on the doorbell of this service
+  // of the same segment (bound already), so one thread can sleep on both.
+  std::string shm_share_bell_with;
 
   static EndpointSpec bind_to(Pattern p, std::string addr) {
     EndpointSpec s;

@@ -135,9 +135,13 @@ class Host {
   ~Host();  // shutdown()
 
   // Binds service `service` (at most 31 bytes; kMaxServices per segment) as
-  // `pattern` (kPull, kPush, kPub, kDispatcher). Thread-safe.
+  // `pattern` (kPull, kPush, kPub, kDispatcher). With `share_bell_with`, a
+  // service of this host bound already, the new service rings that one's
+  // doorbell instead of its own: one thread serving both sleeps on one
+  // futex. Thread-safe.
   [[nodiscard]] Result<std::unique_ptr<ShmEndpoint>> bind(transport::Pattern pattern,
-                                                          std::string_view service = "default");
+                                                          std::string_view service = "default",
+                                                          std::string_view share_bell_with = {});
 
   const std::string& name() const noexcept;
   std::uint64_t nonce() const noexcept;

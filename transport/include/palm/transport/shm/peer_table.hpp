@@ -71,7 +71,7 @@
 namespace palm::shm {
 
 inline constexpr std::uint64_t kPeerTableMagic = 0x524545504D4C4150ULL;  // "PALMPEER"
-inline constexpr std::uint32_t kPeerTableVersion = 1;
+inline constexpr std::uint32_t kPeerTableVersion = 2;  // 2: ServiceEntry::bell_of
 inline constexpr std::uint32_t kMaxServices = 8;
 inline constexpr std::size_t kServiceNameBytes = 32;
 inline constexpr std::size_t kTopicAreaBytes = 256;
@@ -98,7 +98,11 @@ struct ServiceEntry {
   std::uint32_t state;               // 0   ServiceState; atomic_ref
   std::uint32_t pattern;             // 4   transport::Pattern of the bound side
   char name[kServiceNameBytes];      // 8   NUL-terminated
-  std::uint8_t pad[kFalseSharingRange - 8 - kServiceNameBytes];
+  // The service whose doorbell this one's peers and owner ring: itself, or
+  // another service of the segment served by the same thread, which can
+  // sleep on only one futex (Host::bind's `share_bell_with`).
+  std::uint32_t bell_of;             // 40  index into services
+  std::uint8_t pad[kFalseSharingRange - 12 - kServiceNameBytes];
   alignas(kFalseSharingRange) std::byte bell[kFalseSharingRange];  // 128 Doorbell
 };
 static_assert(sizeof(ServiceEntry) == 2 * kFalseSharingRange);
@@ -198,6 +202,8 @@ class PeerTable {
   PeerEntry& entry(std::uint32_t i) const noexcept;
   ServiceEntry& service(std::uint32_t i) const noexcept { return header_->services[i]; }
   Doorbell& control() const noexcept;
+  // The doorbell service i's peers and owner ring and wait on: its own or
+  // the one it shares (ServiceEntry::bell_of).
   Doorbell& service_bell(std::uint32_t i) const noexcept;
   Doorbell& entry_bell(std::uint32_t i) const noexcept;
   // The memory of entry i's rings (formatted by the claimer).

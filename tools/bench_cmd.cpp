@@ -8,7 +8,7 @@
 // Each run of a case: a warm-up job (a tenth of the messages, at most
 // 2000), then the measured job (throughput: the client streams the messages
 // with a window in flight; msgs/s and MB/s of payload), then --evals
-// sequential evals (latency: each a full round trip client -> master ->
+// (default_evals) sequential evals (latency: each a full round trip client -> master ->
 // worker -> master -> client; p50, p99, p99.9 exact from the sorted
 // samples). The producer writes fresh bytes into every message (its
 // sequence number first) and every reply is checked; a wrong or missing
@@ -68,8 +68,8 @@ struct BenchOptions {
   std::vector<unsigned> workers = {1, 2, 4, 8};
   std::uint64_t messages = 0;  // 0: per payload (default_messages)
   unsigned runs = 3;
-  int evals = 2000;
-  double idle = 3.0;  // seconds; 0: not measured
+  int evals = 0;      // 0: per payload (default_evals)
+  double idle = 2.0;  // seconds; 0: not measured
   bool quick = false;
   std::string csv, plot;
   std::string method = "echo";
@@ -82,7 +82,6 @@ struct BenchOptions {
 // --quick: every transport still, fewer cases, messages and samples.
 constexpr std::size_t kQuickPayloads[] = {64, 65536};
 constexpr unsigned kQuickWorkers[] = {1, 2};
-constexpr int kQuickEvals = 500;
 constexpr double kQuickIdle = 1.0;
 
 // Messages of a case's measured job: about a second or two on this
@@ -99,6 +98,15 @@ std::uint64_t default_messages(std::size_t payload, bool quick) {
     n = 200;
   }
   return quick ? std::max<std::uint64_t>(100, n / 5) : n;
+}
+
+// Round trips timed per run: 2000, enough for a p99.9 (the 1998th of 2000
+// sorted samples); 1000 from 512 KiB, where a ZeroMQ round trip takes
+// milliseconds (the full suite stays within about ten minutes; its p99.9
+// is then the 999th of 1000); 500 with --quick.
+int default_evals(std::size_t payload, bool quick) {
+  if (quick) return 500;
+  return payload >= (std::size_t{512} << 10) ? 1000 : 2000;
 }
 
 // Set on SIGINT / SIGTERM (release); the farm's loops read it (acquire).
@@ -250,7 +258,6 @@ int run_bench(BenchOptions o, const CLI::App& cmd) {
     if (cmd.count("--payloads") == 0) o.payloads.assign(std::begin(kQuickPayloads), std::end(kQuickPayloads));
     if (cmd.count("--workers") == 0) o.workers.assign(std::begin(kQuickWorkers), std::end(kQuickWorkers));
     if (cmd.count("--runs") == 0) o.runs = 1;
-    if (cmd.count("--evals") == 0) o.evals = kQuickEvals;
     if (cmd.count("--idle") == 0) o.idle = kQuickIdle;
   }
   const auto level = servers::parse_log_level(o.log_level);
@@ -296,7 +303,7 @@ int run_bench(BenchOptions o, const CLI::App& cmd) {
       f.workers = c.workers;
       f.messages = o.messages != 0 ? o.messages : default_messages(c.payload, o.quick);
       f.warmup = std::clamp<std::uint64_t>(f.messages / 10, 1, 2000);
-      f.evals = o.evals;
+      f.evals = o.evals != 0 ? o.evals : default_evals(c.payload, o.quick);
       f.payload = c.payload;
       f.method = o.method;
       f.transport = c.farm;
@@ -356,25 +363,27 @@ int run_bench(BenchOptions o, const CLI::App& cmd) {
     rows.push_back(r);
   }
 
-  const std::string what = fmt::format("_.{} over {}; payloads {}; workers {}", o.method, join(o.transports, [](auto& t) { return t; }),
-                                       join(o.payloads, [](auto p) { return format_bytes(p); }),
-                                       join(o.workers, [](auto w) { return std::to_string(w); }));
-  // "20000 (64 B), 300 (1 MiB)": the messages of each payload's job.
-  const std::string messages_list = join(o.payloads, [&](auto p) {
-    return fmt::format("{} ({})", o.messages != 0 ? o.messages : default_messages(p, o.quick), format_bytes(p));
+  const std::string what =
+      fmt::format("_.{} over {}; payloads {}; workers {}", o.method, join(o.transports, [](auto& t) { return t; }),
+                  join(o.payloads, [](auto p) { return format_bytes(p); }),
+                  join(o.workers, [](auto w) { return std::to_string(w); }));
+  // "64 B 20000/2000, 1 MiB 200/1000": each payload's messages and round trips.
+  const std::string per_payload = join(o.payloads, [&](auto p) {
+    return fmt::format("{} {}/{}", format_bytes(p), o.messages != 0 ? o.messages : default_messages(p, o.quick),
+                       o.evals != 0 ? o.evals : default_evals(p, o.quick));
   });
   std::string out = fmt::format("palm bench: {}\n", what);
   out += fmt::format(
-      "  {} run{} per case (medians shown); throughput: one job of {} messages; round trip: {} sequential evals; "
-      "every reply checked; {:.1f} min\n",
-      o.runs, o.runs == 1 ? "" : "s", messages_list, o.evals, minutes);
-  const std::string machine = fmt::format("{} cores, load average {} before, {} after", std::thread::hardware_concurrency(),
-                                          load_before, load_average());
+      "  {} run{} per case (medians shown); per run: a job of M messages (throughput), then R sequential evals "
+      "(round trips), M/R: {}; every reply checked; {:.1f} min\n",
+      o.runs, o.runs == 1 ? "" : "s", per_payload, minutes);
+  const std::string machine = fmt::format("{} cores, load average {} before, {} after",
+                                          std::thread::hardware_concurrency(), load_before, load_average());
   out += fmt::format("  {}, {}\n\n", machine, utc_now());
   out += bench_table(rows, o.transports);
   if (o.idle > 0) {
-    out += fmt::format("(idle: measured over {:.1f} s after the first run of each {} case, 0.5 s after its last eval)\n",
-                       o.idle, format_bytes(o.payloads.front()));
+    out += fmt::format("(idle: over {:.1f} s after the first run of each {} case, 0.5 s after its last eval)\n", o.idle,
+                       format_bytes(o.payloads.front()));
   }
   std::fputs(out.c_str(), stdout);
   std::fflush(stdout);
@@ -384,8 +393,9 @@ int run_bench(BenchOptions o, const CLI::App& cmd) {
     const std::string title = fmt::format("palm bench: the farm (_.{}) over {}", o.method,
                                           join(o.transports, [](auto& t) { return t; }));
     const std::string subtitle = fmt::format(
-        "medians of {} run{} per case; throughput: one job of {} messages; round trip: {} sequential evals\n{}, {}",
-        o.runs, o.runs == 1 ? "" : "s", messages_list, o.evals, machine, utc_now());
+        "medians of {} run{} per case; per run a job of M messages (throughput), then R sequential evals (round "
+        "trips), M/R: {}\n{}, {}",
+        o.runs, o.runs == 1 ? "" : "s", per_payload, machine, utc_now());
     if (!write_file(o.plot, bench_svg(rows, o.transports, title, subtitle), why)) return fail(kCommand, why);
   }
   return kExitOk;
@@ -418,9 +428,9 @@ void add_bench_commands(CLI::App& app, std::vector<Command>& out) {
   cmd->add_option("--runs", o->runs, "Runs of each case (medians shown)")
       ->check(CLI::Range(1u, 100u))
       ->capture_default_str();
-  cmd->add_option("--evals", o->evals, "Round trips timed per run (sequential evals)")
-      ->check(CLI::Range(1, 1'000'000))
-      ->capture_default_str();
+  cmd->add_option("--evals", o->evals,
+                  "Round trips timed per run, sequential evals (default: 2000, 1000 from 512 KiB, 500 with --quick)")
+      ->check(CLI::Range(1, 1'000'000));
   cmd->add_option("--idle", o->idle,
                   "Seconds the idle farm's CPU is measured, once per transport and worker count (0: not measured)")
       ->check(CLI::Range(0.0, 60.0))

@@ -34,8 +34,9 @@ std::string rate3(double v) {
     v /= 1e3;
     unit = " k";
   }
-  if (v >= 100) return fmt::format("{:.0f}{}", v, unit);
-  if (v >= 10) return fmt::format("{:.1f}{}", v, unit);
+  // The thresholds sit where rounding would carry a digit: 9.996 is "10.0".
+  if (v >= 99.95) return fmt::format("{:.0f}{}", v, unit);
+  if (v >= 9.995) return fmt::format("{:.1f}{}", v, unit);
   return fmt::format("{:.2f}{}", v, unit);
 }
 

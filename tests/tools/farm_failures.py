@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""palm farm and palm bench when the machine says no: one clear line on
+stderr, exit code 1, no hang, nothing left behind.
+
+usage: farm_failures.py PALM port-in-use
+       farm_failures.py PALM full-shm
+       farm_failures.py PALM interrupt
+
+port-in-use  holds a listening socket on 127.0.0.1:P, runs `palm farm
+             --port P` and `palm bench --port P`: each must fail with one
+             line naming the address.
+full-shm     (root only: CI runs as root) runs palm farm and palm bench in a
+             mount namespace of their own whose /dev/shm is a 64 KiB tmpfs:
+             each must fail with one line naming /dev/shm, and leave that
+             tmpfs empty.
+interrupt    SIGINT to `palm bench` in the middle of a job: exit code 130,
+             its workers ended, its segment removed.
+Prints "FAILURES OK" when every check held, else the problems; exit 0 / 1.
+"""
+import glob
+import os
+import signal
+import time
+import shlex
+import socket
+import subprocess
+import sys
+
+TIMEOUT = 60  # s: "no hang"; a failing start takes well under a second
+
+
+def run(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def expect_one_line(name, r, code, needles, problems):
+    if r is None:
+        problems.append(f"{name}: still running after {TIMEOUT} s")
+        return
+    err = r.stderr.splitlines()
+    print(f"{name}: exit {r.returncode}, stderr {r.stderr!r}")
+    if r.returncode != code:
+        problems.append(f"{name}: exit code {r.returncode}, expected {code}")
+    if len(err) != 1:
+        problems.append(f"{name}: {len(err)} lines on stderr, expected 1")
+    for needle in needles:
+        if needle not in r.stderr:
+            problems.append(f"{name}: stderr does not name {needle!r}")
+
+
+def port_in_use(palm, problems):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        address = f"127.0.0.1:{port}"
+        r = run([palm, "farm", "--port", str(port), "--workers", "1", "--messages", "100"])
+        expect_one_line("farm, port in use", r, 1, ["palm farm:", address, "in use"], problems)
+        r = run([palm, "bench", "--port", str(port), "--transports", "tcp", "--payloads", "64", "--workers", "1",
+                 "--runs", "1", "--messages", "100"])
+        expect_one_line("bench, port in use", r, 1, ["palm bench:", address, "in use"], problems)
+
+
+def full_shm(palm, problems):
+    if os.geteuid() != 0:
+        problems.append("full-shm needs root (unshare --mount and a tmpfs on /dev/shm); CI runs as root")
+        return
+    for name, args in (("farm", "farm --workers 1 --messages 100"),
+                       ("bench", "bench --transports shm --payloads 64 --workers 1 --runs 1 --messages 100")):
+        # The tmpfs is private to the namespace: the host's /dev/shm is untouched.
+        script = (f"mount -t tmpfs -o size=64k palm-test-shm /dev/shm || exit 99; "
+                  f"{shlex.quote(palm)} {args}; rc=$?; "
+                  f"left=$(ls -A /dev/shm); test -z \"$left\" || echo \"left in /dev/shm: $left\" >&2; exit $rc")
+        r = run(["unshare", "--mount", "sh", "-c", script])
+        if r is not None and r.returncode == 99:
+            problems.append(f"{name}, full /dev/shm: cannot mount a tmpfs on /dev/shm: {r.stderr.strip()}")
+            continue
+        expect_one_line(f"{name}, full /dev/shm", r, 1, [f"palm {name}:", "/dev/shm", "No space left"], problems)
+
+
+def children(pid):
+    kids = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as f:
+                kids += [int(k) for k in f.read().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def interrupt(palm, problems):
+    # A job far longer than the test: only the signal can end it.
+    p = subprocess.Popen([palm, "bench", "--transports", "shm", "--payloads", "64", "--workers", "2", "--runs", "1",
+                          "--messages", "1000000000", "--idle", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        segments, workers = [], []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (not segments or len(workers) < 2) and p.poll() is None:
+            time.sleep(0.1)
+            segments = glob.glob(f"/dev/shm/palm-farm-{p.pid}-*")
+            workers = children(p.pid)
+        if not segments or len(workers) < 2:
+            problems.append(f"the bench did not start a farm within 20 s (segments {segments}, workers {workers})")
+            return
+        time.sleep(1.0)  # well into the job
+        p.send_signal(signal.SIGINT)
+        try:
+            out, err = p.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            problems.append(f"still running {TIMEOUT} s after SIGINT")
+            return
+        print(f"interrupt: exit {p.returncode}, stdout {out!r}, stderr {err!r}")
+        if p.returncode != 130:
+            problems.append(f"exit code {p.returncode} after SIGINT, expected 130")
+        if out:
+            problems.append("a report on stdout after SIGINT")
+        left = glob.glob(f"/dev/shm/palm-farm-{p.pid}-*")
+        if left:
+            problems.append(f"left in /dev/shm: {left}")
+        for w in workers:
+            if alive(w):
+                problems.append(f"worker {w} still running")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def main():
+    modes = {"port-in-use": port_in_use, "full-shm": full_shm, "interrupt": interrupt}
+    if len(sys.argv) != 3 or sys.argv[2] not in modes:
+        print(__doc__, file=sys.stderr)
+        return 2
+    palm, what = sys.argv[1], sys.argv[2]
+    problems = []
+    modes[what](palm, problems)
+    for p in problems:
+        print(f"PROBLEM {p}")
+    if problems:
+        return 1
+    print("FAILURES OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

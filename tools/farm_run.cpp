@@ -1,0 +1,644 @@
+// One run of the local farm: see farm_run.hpp.
+#include "farm_run.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "palm/servers/client.hpp"
+#include "palm/transport/address.hpp"
+#include "palm/transport/context.hpp"
+#include "palm/transport/shm/host.hpp"
+
+extern char** environ;
+
+namespace palm::tools {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kJoinTimeout = 10s;         // every worker attached
+constexpr auto kWorkerStopGrace = 3s;      // SIGTERM, then SIGKILL
+constexpr auto kClientTimeout = 30s;       // a job without progress, an eval
+
+// ---- the temp dir: workers' logs, ipc sockets --------------------------------
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = "/tmp/palm-farm-XXXXXX";
+    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+  }
+  ~TempDir() {
+    if (path_.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;  // "" if mkdtemp failed
+};
+
+// ---- a `palm worker` process ---------------------------------------------------
+
+class WorkerProcess {
+ public:
+  WorkerProcess(std::string name, std::string log) : name_(std::move(name)), log_(std::move(log)) {}
+  ~WorkerProcess() { stop_all({this}); }
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  // fork + exec `exe` with `args` and `env`; stdout and stderr to the log
+  // file. "" or the reason it could not start.
+  std::string start(const std::string& exe, const std::vector<std::string>& args,
+                    const std::vector<std::string>& env) {
+    // Everything the child needs is built before fork: between fork and exec
+    // only async-signal-safe calls.
+    std::vector<char*> argv, envp;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+    const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return fmt::format("cannot create {}: {}", log_, std::strerror(errno));
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      const int err = errno;
+      ::close(fd);
+      return fmt::format("cannot start worker {}: fork: {}", name_, std::strerror(err));
+    }
+    if (pid == 0) {
+      // The child: the farm's signal mask (SIGINT/SIGTERM blocked) is not
+      // the worker's business; it ends if the farm dies.
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != parent) ::_exit(127);
+      ::dup2(fd, STDOUT_FILENO);
+      ::dup2(fd, STDERR_FILENO);
+      ::execve(exe.c_str(), argv.data(), envp.data());
+      ::_exit(127);
+    }
+    ::close(fd);
+    pid_ = pid;
+    return {};
+  }
+
+  // True once it has ended (reaped); its wait status in status().
+  bool exited() {
+    if (pid_ <= 0) return true;
+    if (reaped_) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      reaped_ = true;
+      status_ = status;
+    }
+    return reaped_;
+  }
+  int status() const noexcept { return status_; }
+  const std::string& name() const noexcept { return name_; }
+  pid_t pid() const noexcept { return pid_; }
+
+  // SIGTERM to each, a bounded wait for all, then SIGKILL for the rest.
+  static void stop_all(const std::vector<WorkerProcess*>& procs) {
+    for (auto* p : procs) {
+      if (!p->exited()) ::kill(p->pid_, SIGTERM);
+    }
+    const auto deadline = Clock::now() + kWorkerStopGrace;
+    for (;;) {
+      bool all = true;
+      for (auto* p : procs) all = p->exited() && all;
+      if (all || Clock::now() >= deadline) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    for (auto* p : procs) {
+      if (p->exited()) continue;
+      ::kill(p->pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(p->pid_, &status, 0);
+      p->reaped_ = true;
+      p->status_ = status;
+    }
+  }
+
+  std::vector<std::string> log_lines() const {
+    std::vector<std::string> lines;
+    std::ifstream in(log_);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  }
+
+  // Why it ended early: its own `palm worker: <reason>` line, else its
+  // status.
+  std::string failure() const {
+    const std::string prefix = "palm worker: ";
+    const auto lines = log_lines();
+    for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
+      if (it->starts_with(prefix)) return it->substr(prefix.size());
+    }
+    if (WIFEXITED(status_)) return fmt::format("exited with {}", WEXITSTATUS(status_));
+    if (WIFSIGNALED(status_)) return fmt::format("killed by signal {}", WTERMSIG(status_));
+    return "ended";
+  }
+
+  // From its start line "palm worker NAME: palm dispatch: ... over T (...)"
+  // and its end line "palm worker NAME: N messages, E errors".
+  FarmWorkerReport report() const {
+    FarmWorkerReport r;
+    r.name = name_;
+    const std::string prefix = "palm worker " + name_ + ": ";
+    for (const auto& line : log_lines()) {
+      if (!line.starts_with(prefix)) continue;
+      const std::string_view rest = std::string_view(line).substr(prefix.size());
+      if (const auto over = rest.find(" over "); over != std::string_view::npos) {
+        const auto word = rest.substr(over + 6);
+        r.transport = std::string(word.substr(0, word.find(' ')));
+      }
+      unsigned long long n = 0, e = 0;
+      if (std::sscanf(std::string(rest).c_str(), "%llu messages, %llu errors", &n, &e) == 2) r.messages = n;
+    }
+    return r;
+  }
+
+ private:
+  std::string name_;
+  std::string log_;
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
+};
+
+// ---- payloads and their replies ------------------------------------------------
+
+// Message `seq`: its number in kSeqDigits decimal digits, then lower-case
+// letters that shift with it: fresh bytes in every message.
+class Payloads {
+ public:
+  Payloads(std::size_t size, std::string method) : size_(size), method_(std::move(method)) {
+    const std::size_t filler = size_ - kSeqDigits;
+    lower_.resize(filler + 26);
+    for (std::size_t i = 0; i < lower_.size(); ++i) lower_[i] = static_cast<char>('a' + i % 26);
+    upper_ = lower_;
+    for (char& c : upper_) c = static_cast<char>(c - 'a' + 'A');
+  }
+
+  void write(std::uint64_t seq, std::string& out) const {
+    out.resize(size_);
+    char digits[32];
+    std::snprintf(digits, sizeof digits, "%0*llu", static_cast<int>(kSeqDigits),
+                  static_cast<unsigned long long>(seq));
+    std::memcpy(out.data(), digits, kSeqDigits);
+    std::memcpy(out.data() + kSeqDigits, lower_.data() + offset(seq), size_ - kSeqDigits);
+  }
+
+  // The sequence number the reply answers, if it is the right reply to
+  // some message (sha256: 0 when it is 64 lower-case hex digits; the
+  // digest is not traced back to its message).
+  std::optional<std::uint64_t> check(std::string_view reply) const {
+    if (method_ == "sha256") {
+      if (reply.size() != 64) return std::nullopt;
+      for (char c : reply) {
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return std::nullopt;
+      }
+      return 0;
+    }
+    if (reply.size() != size_) return std::nullopt;
+    std::string reversed;
+    if (method_ == "reverse") {
+      reversed.assign(reply.rbegin(), reply.rend());
+      reply = reversed;
+    }
+    std::uint64_t seq = 0;
+    for (std::size_t i = 0; i < kSeqDigits; ++i) {
+      const char c = reply[i];
+      if (c < '0' || c > '9') return std::nullopt;
+      seq = seq * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    const std::string& letters = method_ == "upper" ? upper_ : lower_;
+    if (std::memcmp(reply.data() + kSeqDigits, letters.data() + offset(seq), size_ - kSeqDigits) != 0) {
+      return std::nullopt;
+    }
+    return seq;
+  }
+
+  bool traced() const noexcept { return method_ != "sha256"; }
+
+ private:
+  static std::size_t offset(std::uint64_t seq) noexcept { return static_cast<std::size_t>(seq % 26); }
+
+  std::size_t size_;
+  std::string method_;
+  std::string lower_, upper_;  // the filler, 26 bytes longer: a window per seq
+};
+
+// Every reply checked: right for its message, each message answered once.
+class ReplyCheck {
+ public:
+  ReplyCheck(const Payloads& payloads, std::uint64_t total) : payloads_(payloads), seen_(total, false) {}
+
+  void operator()(std::string_view reply) {
+    const auto seq = payloads_.check(reply);
+    if (!seq) {
+      ++bad_;
+      return;
+    }
+    if (payloads_.traced()) {
+      if (*seq >= seen_.size() || seen_[*seq]) {
+        ++bad_;
+        return;
+      }
+      seen_[*seq] = true;
+    }
+    ++ok_;
+  }
+  std::uint64_t ok() const noexcept { return ok_; }
+  std::uint64_t bad() const noexcept { return bad_; }
+
+ private:
+  const Payloads& payloads_;
+  std::vector<bool> seen_;
+  std::uint64_t ok_ = 0, bad_ = 0;
+};
+
+// Pools sized for the payload: the farm's Context and segment hold the
+// client's window of messages several times over (its queue, the master's
+// routes and in-flight table, the replies), within a memory budget; the
+// client's window shrinks when big blocks are few. Workers on ZeroMQ
+// receive into their own Context's default pool: their credits are cut to
+// what its class holds.
+struct Sizing {
+  std::size_t block = 256;        // the size class of one message
+  std::uint32_t blocks = 0;       // its count in the farm's pools
+  std::uint32_t window = 256;     // the client's messages in flight
+  std::uint32_t zmq_credits = 0;  // a worker's credits at most on tcp/ipc
+};
+
+constexpr std::size_t kMessageRoom = 1024;                 // fields, frame header, topic
+constexpr std::size_t kPoolBudget = std::size_t{256} << 20;  // per pool, for the payload's class
+constexpr std::uint32_t kClientWindow = 256;
+
+Sizing size_for(std::size_t payload) {
+  Sizing z;
+  z.block = std::max<std::size_t>(256, std::bit_ceil(payload + kMessageRoom));
+  const auto cls = static_cast<std::size_t>(std::countr_zero(z.block) - std::countr_zero(std::size_t{256}));
+  const std::uint32_t have = std::max(transport::default_context_pool().blocks[cls], shm::default_host_pool().blocks[cls]);
+  const auto budget = static_cast<std::uint32_t>(std::min<std::size_t>(4 * kClientWindow, kPoolBudget / z.block));
+  z.blocks = std::max(have, budget);
+  z.window = std::clamp<std::uint32_t>(z.blocks / 4, 1, kClientWindow);
+  z.zmq_credits = std::max<std::uint32_t>(1, transport::default_context_pool().blocks[cls] / 4);
+  return z;
+}
+
+std::string exe_path() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("/proc/self/exe") : p.string();
+}
+
+// The environment with PALM_TRANSPORT set to `mode`.
+std::vector<std::string> worker_env(std::string_view mode) {
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    if (std::string_view(*e).starts_with("PALM_TRANSPORT=")) continue;
+    env.emplace_back(*e);
+  }
+  env.push_back(fmt::format("PALM_TRANSPORT={}", mode));
+  return env;
+}
+
+// The CPU time of a whole process (every thread, the dead ones included),
+// in ns: its CPU-time clock, exact to the scheduler's accounting (pid 0:
+// this process). /proc/<pid>/stat utime + stime (clock ticks) if the clock
+// cannot be had.
+std::optional<std::int64_t> process_cpu_ns(pid_t pid) {
+  clockid_t clock = CLOCK_PROCESS_CPUTIME_ID;
+  if (pid == 0 || ::clock_getcpuclockid(pid, &clock) == 0) {
+    timespec ts{};
+    if (::clock_gettime(clock, &ts) == 0) return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+  }
+  std::ifstream in(fmt::format("/proc/{}/stat", pid == 0 ? ::getpid() : pid));
+  std::string stat;
+  if (!std::getline(in, stat)) return std::nullopt;
+  // Fields after "pid (comm) ": state is the 3rd field, utime the 14th.
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  unsigned long long utime = 0, stime = 0;
+  if (std::sscanf(stat.c_str() + close + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                  &stime) != 2) {
+    return std::nullopt;
+  }
+  const long tick = ::sysconf(_SC_CLK_TCK);
+  return static_cast<std::int64_t>((utime + stime) * (1'000'000'000ULL / static_cast<unsigned long long>(tick)));
+}
+
+// The master's tcp address number `k` from the base: tcp://HOST:* when no
+// base port is set, else tcp://HOST:PORT+k.
+std::string tcp_address(const FarmRunOptions& o, unsigned k) {
+  const std::string host = o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host;
+  if (o.port == 0) return fmt::format("tcp://{}:*", host);
+  return fmt::format("tcp://{}:{}", host, o.port + k);
+}
+
+}  // namespace
+
+std::string_view to_string(FarmTransport t) noexcept {
+  switch (t) {
+    case FarmTransport::kShm: return "shm";
+    case FarmTransport::kTcp: return "tcp";
+    case FarmTransport::kIpc: return "ipc";
+  }
+  return "?";
+}
+
+std::optional<FarmTransport> parse_farm_transport(std::string_view s) noexcept {
+  if (s == "shm") return FarmTransport::kShm;
+  if (s == "tcp") return FarmTransport::kTcp;
+  if (s == "ipc") return FarmTransport::kIpc;
+  return std::nullopt;
+}
+
+double percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  // The epsilon keeps 0.999 * 2000 at 1998, not 1997.
+  const auto i = static_cast<std::size_t>(q * static_cast<double>(sorted.size()) + 1e-9);
+  return sorted[std::min(i, sorted.size() - 1)];
+}
+
+void add_farm_address_flags(CLI::App& cmd, std::string& host, std::uint16_t& port) {
+  cmd.add_option("--host", host, "Where the master binds: a local address (ZeroMQ tcp)")
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            if (s.empty() || s.find_first_of(" /*[]") != std::string::npos) return "not an address: " + s;
+            return {};
+          },
+          "ADDRESS"))
+      ->capture_default_str();
+  cmd.add_option("--port", port,
+                 "The master's cache port; the next five for its pull, pub, worker push, worker pull and "
+                 "dispatcher (default: all chosen by the OS)")
+      ->check(CLI::Range(1, 65535 - 5));
+}
+
+std::string format_rate(double per_s) {
+  if (per_s >= 1e6) return fmt::format("{:.2f} M", per_s / 1e6);
+  if (per_s >= 1e3) return fmt::format("{:.0f} k", per_s / 1e3);
+  return fmt::format("{:.0f}", per_s);
+}
+
+std::string format_bytes(std::size_t n) {
+  if (n >= (1u << 20) && n % (1u << 20) == 0) return fmt::format("{} MiB", n >> 20);
+  if (n >= (1u << 10) && n % (1u << 10) == 0) return fmt::format("{} KiB", n >> 10);
+  return fmt::format("{} B", n);
+}
+
+tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) {
+  const auto cancelled = [&] { return o.cancel != nullptr && o.cancel->load(std::memory_order_acquire); };
+  const auto progress = [&](FarmPhase phase, double fraction) {
+    if (o.progress) o.progress(phase, fraction);
+  };
+  const auto failed = [&](std::string_view reason) {
+    return tl::unexpected<std::string>(cancelled() ? std::string("interrupted") : std::string(reason));
+  };
+  if (o.payload < kSeqDigits) return failed(fmt::format("a payload of {} B: at least {}", o.payload, kSeqDigits));
+  if (o.workers == 0 || o.messages == 0) return failed("no workers or no messages");
+  progress(FarmPhase::kStart, 0);
+
+  const bool ipc = o.transport == FarmTransport::kIpc;
+  const bool shm = o.transport == FarmTransport::kShm;
+  // What the workers and the client ask for: ZeroMQ for tcp and ipc.
+  const std::string_view peer_mode = shm ? "shm" : "tcp";
+  TempDir dir;
+  if (dir.path().empty()) return failed(fmt::format("cannot create a temp dir in /tmp: {}", std::strerror(errno)));
+
+  const Sizing sizing = size_for(o.payload);
+  transport::ContextOptions ctx_options;
+  ctx_options.pool.set_blocks(sizing.block, sizing.blocks);
+  ctx_options.shm.pool.set_blocks(sizing.block, sizing.blocks);
+  auto ctx = transport::Context::create(ctx_options);
+  if (!ctx) return failed(ctx.error().describe());
+  const std::uint32_t credits = shm ? o.credits : std::min(o.credits, sizing.zmq_credits);
+
+  servers::MasterConfig cfg;
+  cfg.server.name = fmt::format("farm-{}", ::getpid());
+  cfg.server.db_address = tcp_address(o, 0);
+  cfg.server.log_level = o.log_level;
+  cfg.server.shm = !ipc;
+  if (ipc) {
+    cfg.pull_address = "ipc://" + dir.path() + "/pull";
+    cfg.pub_address = "ipc://" + dir.path() + "/pub";
+    cfg.worker_push_address = "ipc://" + dir.path() + "/wpush";
+    cfg.worker_pull_address = "ipc://" + dir.path() + "/wpull";
+    cfg.dispatch_address = "ipc://" + dir.path() + "/dispatch";
+  } else {
+    cfg.pull_address = tcp_address(o, 1);
+    cfg.pub_address = tcp_address(o, 2);
+    cfg.worker_push_address = tcp_address(o, 3);
+    cfg.worker_pull_address = tcp_address(o, 4);
+    if (o.port != 0) cfg.dispatch_address = tcp_address(o, 5);  // else: worker_push's host, port chosen
+  }
+  FarmRunResult res;
+  std::vector<std::unique_ptr<WorkerProcess>> procs;
+  {
+    servers::Master master(*ctx, cfg);
+    std::unique_ptr<servers::Client> client;
+    // Every way out of this block: the client, the workers, the master.
+    const auto teardown = [&] {
+      client.reset();
+      // The workers leave now, as they should: not a warning.
+      auto& log = master.logger();
+      if (log.level() < spdlog::level::err) log.set_level(spdlog::level::err);
+      std::vector<WorkerProcess*> ps;
+      for (auto& p : procs) ps.push_back(p.get());
+      WorkerProcess::stop_all(ps);
+      master.stop();
+    };
+    const auto give_up = [&](std::string_view reason) {
+      teardown();
+      return failed(reason);
+    };
+
+    if (auto r = master.start(); !r) return failed(r.error().describe());
+    res.segment = master.segment();
+
+    // The workers.
+    const std::string exe = exe_path();
+    const auto env = worker_env(peer_mode);
+    for (unsigned i = 0; i < o.workers; ++i) {
+      const std::string name = fmt::format("farm-worker-{}", i);
+      auto& p = procs.emplace_back(std::make_unique<WorkerProcess>(name, dir.path() + "/" + name + ".log"));
+      const std::vector<std::string> args = {exe,      "worker",        "--name",    name,
+                                             "--db",   master.db_address(), "--transport", std::string(peer_mode),
+                                             "--credits", std::to_string(credits), "--log-level", "WARNING"};
+      if (auto why = p->start(exe, args, env); !why.empty()) return give_up(why);
+    }
+    // Until the master sees every one of them.
+    const auto join_deadline = Clock::now() + kJoinTimeout;
+    for (;;) {
+      const auto s = master.dispatch_stats();
+      const auto attached = s.workers_shm + s.workers_tcp;
+      if (attached >= o.workers) break;
+      if (cancelled()) return give_up("interrupted");
+      for (auto& p : procs) {
+        if (p->exited()) return give_up(fmt::format("worker {}: {}", p->name(), p->failure()));
+      }
+      if (Clock::now() >= join_deadline) {
+        return give_up(fmt::format("{} of {} workers joined the master in {} s", attached, o.workers,
+                                   std::chrono::duration_cast<std::chrono::seconds>(kJoinTimeout).count()));
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+
+    // The client.
+    servers::ClientOptions co;
+    co.server_name = cfg.server.name;
+    co.db_address = master.db_address();
+    co.transport = shm ? shm::TransportMode::kShm : shm::TransportMode::kTcp;
+    co.log_level = o.log_level;
+    co.timeout = kClientTimeout;
+    co.cancel = o.cancel;
+    co.window = sizing.window;
+    if (ipc) {  // open_auto takes tcp only: the ipc addresses as they are
+      co.this_config = true;
+      co.push_address = master.pull_address();
+      co.sub_address = master.pub_address();
+    }
+    auto c = servers::Client::connect(*ctx, co);
+    if (!c) return give_up("client: " + c.error().describe());
+    client = std::move(*c);
+    res.client_push = transport::to_string(client->push_scheme());
+    res.client_sub = transport::to_string(client->sub_scheme());
+
+    // The jobs: the warm-up, then the measured one; every reply checked.
+    // Message numbers run on through both and the evals.
+    const Payloads payloads(o.payload, o.method);
+    ReplyCheck check(payloads, o.warmup + o.messages + static_cast<std::uint64_t>(o.evals));
+    const std::string function = "_." + o.method;
+    std::uint64_t next_seq = 0;
+    const auto run_job = [&](FarmPhase phase, std::uint64_t count) -> std::optional<std::string> {
+      const std::uint64_t first = next_seq, end = next_seq + count;
+      progress(phase, 0);
+      auto replies = client->job(
+          function,
+          [&](std::string& payload) {
+            if (next_seq == end || cancelled()) return false;
+            payloads.write(next_seq++, payload);
+            // A progress bar's pace: every 256 messages.
+            if (o.progress && (next_seq & 255) == 0) {
+              o.progress(phase, static_cast<double>(next_seq - first) / static_cast<double>(count));
+            }
+            return true;
+          },
+          [&](std::string_view reply) { check(reply); }, count);
+      if (cancelled()) return "interrupted";
+      if (!replies) return "job: " + replies.error().describe();
+      if (*replies != count) return fmt::format("job: {} replies to {} messages", *replies, count);
+      if (check.bad() != 0) return fmt::format("{} of {} replies wrong for {}", check.bad(), *replies, function);
+      return std::nullopt;
+    };
+    if (o.warmup > 0) {
+      if (auto why = run_job(FarmPhase::kWarmup, o.warmup)) return give_up(*why);
+    }
+    const std::uint64_t warm_ok = check.ok();
+    const auto t0 = Clock::now();
+    if (auto why = run_job(FarmPhase::kJob, o.messages)) return give_up(*why);
+    const auto t1 = Clock::now();
+    res.checked_ok = check.ok() - warm_ok;
+    res.traced = payloads.traced();
+
+    // Round trips: sequential evals.
+    progress(FarmPhase::kEvals, 0);
+    res.trips_us.reserve(static_cast<std::size_t>(o.evals));
+    std::string payload;
+    for (int i = 0; i < o.evals; ++i) {
+      payloads.write(next_seq++, payload);
+      const auto a = Clock::now();
+      auto reply = client->eval(function, std::string_view(payload));
+      const auto b = Clock::now();
+      if (cancelled()) return give_up("interrupted");
+      if (!reply) return give_up("eval: " + reply.error().describe());
+      check(*reply);
+      res.trips_us.push_back(std::chrono::duration<double, std::micro>(b - a).count());
+      if ((i & 15) == 15) progress(FarmPhase::kEvals, static_cast<double>(i + 1) / o.evals);
+    }
+    if (check.bad() != 0) return give_up(fmt::format("{} of {} eval replies wrong", check.bad(), o.evals));
+    std::sort(res.trips_us.begin(), res.trips_us.end());
+
+    // Idle cost: the whole farm, every process, every thread, at rest.
+    if (o.idle.count() > 0) {
+      // Sleeps `span`, in slices that notice a cancel; the progress runs
+      // over the settling and the window together.
+      const auto idle_start = Clock::now();
+      const auto idle_total = std::chrono::duration<double>(o.idle_settle + o.idle);
+      const auto nap = [&](std::chrono::milliseconds span) {
+        const auto until = Clock::now() + span;
+        for (auto now = Clock::now(); now < until; now = Clock::now()) {
+          if (cancelled()) return false;
+          std::this_thread::sleep_for(std::min<Clock::duration>(50ms, until - now));
+          progress(FarmPhase::kIdle, (Clock::now() - idle_start) / idle_total);
+        }
+        return !cancelled();
+      };
+      const auto farm_cpu = [&]() -> std::optional<std::int64_t> {
+        auto total = process_cpu_ns(0);
+        for (auto& p : procs) {
+          const auto w = process_cpu_ns(p->pid());
+          if (!total || !w) return std::nullopt;
+          *total += *w;
+        }
+        return total;
+      };
+      if (!nap(o.idle_settle)) return give_up("interrupted");
+      const auto cpu0 = farm_cpu();
+      const auto a = Clock::now();
+      if (!nap(o.idle)) return give_up("interrupted");
+      const auto cpu1 = farm_cpu();
+      const auto b = Clock::now();
+      if (!cpu0 || !cpu1) return give_up("cannot read the CPU time of the farm's processes");
+      res.idle_cpu_percent = 100.0 * static_cast<double>(*cpu1 - *cpu0) /
+                             static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
+    }
+
+    res.dispatch = master.dispatch_stats();
+    teardown();
+    for (auto& p : procs) res.workers.push_back(p->report());
+
+    res.messages = o.messages;
+    res.seconds = std::chrono::duration<double>(t1 - t0).count();
+    res.msgs_per_s = static_cast<double>(o.messages) / res.seconds;
+    res.mb_per_s = res.msgs_per_s * static_cast<double>(o.payload) / 1e6;
+  }
+  ctx->shutdown();  // removes the master's segment
+  if (cancelled()) return failed("interrupted");
+  if (!res.segment.empty()) {
+    std::error_code ec;
+    if (std::filesystem::exists("/dev/shm/" + res.segment, ec)) {
+      return failed(fmt::format("the master's segment is still in /dev/shm/{}", res.segment));
+    }
+  }
+  return res;
+}
+
+}  // namespace palm::tools

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <ctime>
 #include <new>
 
@@ -63,6 +64,19 @@ void futex_wake(std::uint32_t* word, std::uint32_t count) noexcept {
 }
 
 }  // namespace detail
+
+std::chrono::nanoseconds Doorbell::default_spin() noexcept {
+  // A function-local static: initialized once, thread-safely, on first use.
+  static const std::chrono::nanoseconds spin = [] {
+    const char* env = std::getenv("PALM_SPIN_US");
+    if (env == nullptr || *env == '\0') return kDefaultSpin;
+    char* end = nullptr;
+    const long us = std::strtol(env, &end, 10);
+    if (*end != '\0' || us < 0 || us > 1000) return kDefaultSpin;  // ignored, as documented
+    return std::chrono::nanoseconds(std::chrono::microseconds(us));
+  }();
+  return spin;
+}
 
 const char* to_string(WaitResult result) noexcept {
   switch (result) {

@@ -23,6 +23,7 @@ using transport::SendResult;
 namespace {
 
 constexpr int kBatch = 32;
+constexpr std::uint32_t kRun = 16;  // messages to one worker in a row at most
 constexpr std::uint64_t kPylm = ~std::uint64_t{0};  // the "worker" of pylm's PUSH socket
 
 std::string host_of(std::string_view address) {
@@ -412,9 +413,16 @@ class DispatchPart final : public OutboundPart {
   bool send_to_a_worker(Pending& p) {
     auto keep = p.frame.share();
     if (!keep) return false;
-    // palm workers first, round robin over those with credit.
+    // palm workers first, round robin over those with credit, in runs of up
+    // to kRun messages per worker: a worker woken for one message finds the
+    // next ones there (one wake-up per run, not per message: with more
+    // workers than cores each wake-up is a context switch), while a short
+    // job of slow messages still spreads over the workers.
     for (std::size_t tries = 0; tries < order_.size(); ++tries) {
-      rr_ = (rr_ + 1) % order_.size();
+      if (tries != 0 || run_ >= kRun || rr_ >= order_.size()) {
+        rr_ = (rr_ + 1) % order_.size();
+        run_ = 0;
+      }
       const std::uint64_t key = order_[rr_];
       Worker& w = workers_[key];
       if (w.credits == 0) continue;
@@ -423,6 +431,7 @@ class DispatchPart final : public OutboundPart {
       const SendResult r = endpoints_[w.endpoint]->try_send(p.frame, to);
       if (r == SendResult::kQueued) {
         --w.credits;
+        ++run_;
         PartCounters::bump(w.shm ? c_.dispatched_shm : c_.dispatched_tcp);
         inflight_[p.id] = InFlight{std::move(*keep), key, Router::now_ns(), p.since_ns};
         return true;
@@ -462,6 +471,7 @@ class DispatchPart final : public OutboundPart {
   std::unordered_map<std::uint64_t, Worker> workers_;
   std::vector<std::uint64_t> order_;  // worker keys, in joining order
   std::size_t rr_ = 0;
+  std::uint32_t run_ = 0;  // messages sent to order_[rr_] in a row
   std::unordered_map<std::uint64_t, InFlight> inflight_;  // by dispatch id
   std::unordered_multimap<std::string, std::uint64_t> pylm_by_cache_;
   std::uint32_t pylm_inflight_ = 0;

@@ -95,6 +95,10 @@ class alignas(kFalseSharingRange) Doorbell {
   // The spin budget before a waiter sleeps: a few µs, the cost of a wake-up
   // on this machine is ~27 µs (DESIGN.md "Waiting, on 2 vCPUs").
   static constexpr std::chrono::nanoseconds kDefaultSpin = std::chrono::microseconds(5);
+  // The spin of waits that name none: kDefaultSpin, or PALM_SPIN_US (0 to
+  // 1000 µs) from the environment, read once per process, for tuning a
+  // machine without rebuilding.
+  static std::chrono::nanoseconds default_spin() noexcept;
   // Wakes every waiter (shutdown()).
   static constexpr std::uint32_t kWakeAll = 0x7fffffff;
 
@@ -141,11 +145,11 @@ class alignas(kFalseSharingRange) Doorbell {
   // wakes `max_woken` of them).
   template <class Pred>
   WaitResult wait_until(Pred&& ready, Clock::time_point deadline,
-                        std::chrono::nanoseconds spin = kDefaultSpin) noexcept(
+                        std::chrono::nanoseconds spin = default_spin()) noexcept(
       std::is_nothrow_invocable_v<Pred&>);
   template <class Pred>
   WaitResult wait_for(Pred&& ready, std::chrono::nanoseconds timeout,
-                      std::chrono::nanoseconds spin = kDefaultSpin) noexcept(
+                      std::chrono::nanoseconds spin = default_spin()) noexcept(
       std::is_nothrow_invocable_v<Pred&>);
 
   // Racy reads, for tests and stats: stale on return.

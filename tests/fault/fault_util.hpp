@@ -12,9 +12,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -312,5 +314,87 @@ class InProcessFarm {
   std::set<std::uint64_t> known_;
   unsigned started_ = 0;
 };
+
+// ---- a job whose producer waits at a gate ---------------------------------------------
+
+// client.job(function) of `messages` numbered payloads on a thread of its
+// own; the producer sends message n only while n < the gate, which the test
+// moves (a fast farm would stream everything while one worker starts). While
+// the producer waits the job drains nothing: `received` lags by at most the
+// client's window, so a gate `window` past a mark lets `received` reach it.
+class GatedJob {
+ public:
+  GatedJob(servers::Client& client, std::string function, std::uint64_t messages, std::uint64_t gate)
+      : messages_(messages), gate_(std::min(gate, messages)), seqs_(messages) {
+    thread_ = std::thread([this, &client, function = std::move(function)] {
+      std::uint64_t sent = 0;
+      result_ = client.job(
+          function,
+          [&](std::string& payload) {
+            if (sent == messages_) return false;
+            std::unique_lock lock(mu_);
+            // Bounded: the test opens the gate at the latest as it ends.
+            if (!cv_.wait_for(lock, 60s, [&] { return sent < gate_; })) return false;
+            lock.unlock();
+            payload = payload_of(sent++);
+            return true;
+          },
+          [&](std::string_view reply) {
+            seqs_.add(reply);
+            received_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a count the test polls
+          },
+          messages_);
+      done_.store(true, std::memory_order_release);  // pairs with done()'s acquire: result_ is set
+    });
+  }
+  ~GatedJob() { finish(); }
+  GatedJob(const GatedJob&) = delete;  // owns a thread
+  GatedJob& operator=(const GatedJob&) = delete;
+
+  void set_gate(std::uint64_t g) {
+    {
+      const std::lock_guard lock(mu_);
+      gate_ = std::min(g, messages_);
+    }
+    cv_.notify_all();
+  }
+  std::uint64_t received() const { return received_.load(std::memory_order_relaxed); }
+  bool done() const { return done_.load(std::memory_order_acquire); }
+  bool wait_received(std::uint64_t n, std::chrono::milliseconds timeout) {
+    return eventually([&] { return received() >= n || done(); }, timeout, 1ms) && received() >= n;
+  }
+  // Opens the gate and waits for the end of the job (bounded by the
+  // client's timeout).
+  const Result<std::uint64_t>& finish() {
+    set_gate(messages_);
+    if (thread_.joinable()) thread_.join();
+    return result_;
+  }
+  // After finish().
+  const SeqSet& seqs() const { return seqs_; }
+
+ private:
+  std::uint64_t messages_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::uint64_t gate_;  // under mu_
+  std::atomic<std::uint64_t> received_{0};
+  std::atomic<bool> done_{false};
+  SeqSet seqs_;                     // the job's thread until finish()
+  Result<std::uint64_t> result_ = 0;
+  std::thread thread_;
+};
+
+// A worker of `farm` holding messages, found while the gate is opened
+// `step` past `base`, a step more every 50 ms none is found (at most 40).
+inline std::optional<std::size_t> holder_while_flowing(InProcessFarm& farm, GatedJob& job, std::uint64_t base,
+                                                       std::uint64_t step, std::size_t turn) {
+  std::optional<std::size_t> victim;
+  for (std::uint64_t more = 1; !victim && more <= 40 && !job.done(); ++more) {
+    job.set_gate(base + more * step);
+    victim = farm.holder(turn, 50ms);
+  }
+  return victim;
+}
 
 }  // namespace palm::fault

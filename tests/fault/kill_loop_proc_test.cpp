@@ -16,9 +16,6 @@
 // flows and workers hold some.
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 
 #include "fault_util.hpp"
@@ -45,86 +42,32 @@ TEST_P(KillLoop, ExactSetWhileWorkersAreKilled) {
   for (const auto& t : param.transports) ASSERT_TRUE(farm.add_worker(t));
   servers::Client& client = farm.client(kWindow);
 
-  // The producer waits at the gate (a mutex and a condition variable: it
-  // may wait for a worker to start); the kill loop moves it.
-  std::mutex mu;
-  std::condition_variable cv;
-  std::uint64_t gate = kInterval + kSlack;  // under mu
-  std::atomic<std::uint64_t> received{0};  // relaxed: the kill loop polls it
-  std::atomic<bool> job_done{false};       // release by the job thread, acquire by the loop
-  SeqSet seqs(kMessages);
-  Result<std::uint64_t> job_result = 0;
-
   const auto t0 = Clock::now();
-  std::thread job([&] {
-    std::uint64_t sent = 0;
-    std::string text;
-    job_result = client.job(
-        "_.echo",
-        [&](std::string& payload) {
-          if (sent == kMessages) return false;
-          std::unique_lock lock(mu);
-          if (!cv.wait_for(lock, 30s, [&] { return sent < gate; })) return false;  // the loop failed
-          lock.unlock();
-          payload = payload_of(sent++);
-          return true;
-        },
-        [&](std::string_view reply) {
-          seqs.add(reply);
-          received.fetch_add(1, std::memory_order_relaxed);
-        },
-        kMessages);
-    job_done.store(true, std::memory_order_release);
-    cv.notify_all();
-  });
-
+  GatedJob job(client, "_.echo", kMessages, kInterval + kSlack);
   std::uint64_t kills = 0, kills_shm = 0, kills_tcp = 0;
-  std::size_t turn = 0;
-  const auto set_gate = [&](std::uint64_t g) {
-    {
-      const std::lock_guard lock(mu);
-      gate = std::min(g, kMessages);
-    }
-    cv.notify_all();
-  };
   const auto deadline = Clock::now() + 150s;
-  while (!job_done.load(std::memory_order_acquire) && Clock::now() < deadline) {
-    // The producer waits at the gate only once `received` passed the next
-    // kill's mark (gate - kSlack >= mark, got >= sent - kWindow): no deadlock.
-    // No kill in the last interval: the job ends after the last one.
-    const std::uint64_t mark = (kills + 1) * kInterval;
-    if (mark + kInterval >= kMessages) break;
-    if (received.load(std::memory_order_relaxed) < mark) {
-      std::this_thread::sleep_for(1ms);
-      continue;
+  // No kill in the last interval: the job ends after the last one.
+  for (std::uint64_t mark = kInterval; mark + kInterval < kMessages; mark += kInterval) {
+    // `received` reaches the mark: the gate is kSlack > the window past it.
+    if (!job.wait_received(mark, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()))) {
+      ADD_FAILURE() << "the job stalled at " << job.received() << " replies";
+      break;
     }
-    // Open by one more interval while a holder is sought (work flows, so
-    // some worker holds some), one more every 50 ms it is not found.
-    std::optional<std::size_t> victim;
-    for (std::uint64_t more = 1; !victim && more <= 40; ++more) {
-      set_gate(mark + kSlack + more * kInterval);
-      victim = farm.holder(turn, 50ms);
-    }
-    ++turn;
+    const auto victim = holder_while_flowing(farm, job, mark + kSlack, kInterval, kills);
     if (!victim) {
-      ADD_FAILURE() << "no worker held a message for 2 s after " << received.load() << " replies";
+      ADD_FAILURE() << "no worker held a message for 2 s after " << job.received() << " replies";
       break;
     }
     // Closed before the kill: the producer stays within kSlack of the next
     // mark while the replacement starts.
-    set_gate(mark + kInterval + kSlack);
+    job.set_gate(mark + kInterval + kSlack);
     const std::string transport = farm.kill_worker(*victim);
     ++kills;
     ++(transport == "shm" ? kills_shm : kills_tcp);
     if (!farm.add_worker(transport)) break;
   }
-  {
-    // Whatever happened, let the producer finish (or give up) and join it.
-    const std::lock_guard lock(mu);
-    gate = kMessages;
-  }
-  cv.notify_all();
-  job.join();
+  const Result<std::uint64_t>& job_result = job.finish();
+  const SeqSet& seqs = job.seqs();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
 
   ASSERT_TRUE(job_result) << job_result.error().describe();

@@ -7,6 +7,7 @@
 // handler. A stop by signal exits 130 (kExitInterrupted, as every
 // palm subcommand), the messages limit 0, an error 1 with one line
 // `palm worker: <reason>` on stderr.
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -31,6 +32,7 @@ struct WorkerCmdOptions {
   std::string pull;
   std::uint64_t messages = 0;
   std::uint32_t credits = 16;
+  std::int64_t master_timeout_ms = 5000;
   std::string transport;  // "" = PALM_TRANSPORT
   std::string log_level = "INFO";
 };
@@ -48,6 +50,7 @@ int run_worker(const WorkerCmdOptions& o) {
   wo.pull_address = o.pull;
   wo.messages = o.messages;
   wo.credits = o.credits;
+  wo.master_timeout = std::chrono::milliseconds(o.master_timeout_ms);
   if (!o.transport.empty()) {
     auto mode = shm::parse_transport_mode(o.transport);
     if (!mode) return fail(mode.error().message);
@@ -103,6 +106,11 @@ void add_worker_commands(CLI::App& app, std::vector<Command>& out) {
   cmd->add_option("--messages", o->messages, "Stop after this many messages (0: no limit)")->capture_default_str();
   cmd->add_option("--credits", o->credits, "palm dispatch: messages in flight")
       ->check(CLI::Range(1u, 1u << 20))
+      ->capture_default_str();
+  cmd->add_option("--master-timeout", o->master_timeout_ms,
+                  "Over tcp: exit (1) once the connection to the master stayed down this many ms (0: wait for "
+                  "ever; over shm its death is seen at once)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--transport", o->transport, "auto, shm or tcp (default: PALM_TRANSPORT, else auto)")
       ->check(CLI::IsMember({"auto", "shm", "tcp"}));

@@ -192,8 +192,23 @@ bool Client::cancelled() const noexcept {
 
 tl::unexpected<Error> Client::cancelled_error() { return make_error(Errc::kClosed, "interrupted"); }
 
+std::string Client::sub_name() const {
+  // "tcp://H:P", or "tcp://H:P (shm://SEGMENT/outbound)" when shm carries it.
+  const std::string& carried = sub_->address();
+  return carried == sub_address_ ? sub_address_ : sub_address_ + " (" + carried + ")";
+}
+
 tl::unexpected<Error> Client::timeout_error(std::string what) {
   counters_.timeouts.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  // On ZeroMQ a server that died is only silence: say so when the
+  // connections to it are down (transport::EndpointStats::connections).
+  std::string down;
+  for (const auto* ep : {push_.get(), sub_.get()}) {
+    if (ep != nullptr && transport::is_zmq(ep->scheme()) && ep->stats().connections == 0) {
+      down += (down.empty() ? "" : " nor ") + ep->address();
+    }
+  }
+  if (!down.empty()) what = "the server is gone (no connection to " + down + "): " + what;
   return make_error(Errc::kTimeout, std::move(what));
 }
 
@@ -289,7 +304,7 @@ Result<std::string> Client::await_reply(Clock::time_point deadline, std::string_
       continue;
     }
     if (r == WaitResult::kShutdown) {
-      return make_error(Errc::kClosed, "the SUB to " + sub_address_ + " closed while awaiting " + std::string(what) +
+      return make_error(Errc::kClosed, "the server is gone: the SUB to " + sub_name() + " closed while awaiting " + std::string(what) +
                                            " (" + std::to_string(got) + " of " + std::to_string(wanted) +
                                            " replies came)");
     }
@@ -416,7 +431,7 @@ Result<std::uint64_t> Client::job(std::string_view function, const std::function
     if (w == WaitResult::kReady) {
       if (take()) last_progress = Clock::now();
     } else if (w == WaitResult::kShutdown) {
-      return make_error(Errc::kClosed, "the SUB to " + sub_address_ + " closed during job '" + std::string(function) +
+      return make_error(Errc::kClosed, "the server is gone: the SUB to " + sub_name() + " closed during job '" + std::string(function) +
                                            "' after " + std::to_string(got) + " replies");
     }
   }

@@ -2,6 +2,7 @@
 
 #include <deque>
 #include <exception>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -116,6 +117,15 @@ class DispatchPart final : public OutboundPart {
     s.pylm_connections = pylm_push_ != nullptr ? pylm_push_->stats().connections : 0;
     return s;
   }
+  std::vector<WorkerLoad> loads() const {
+    std::vector<WorkerLoad> out;
+    const std::lock_guard lock(workers_mu_);
+    for (const auto& [key, w] : workers_) {
+      // relaxed: a count, not a publication; the lock orders the map only.
+      out.push_back(WorkerLoad{key, w.shm, w.held.load(std::memory_order_relaxed)});
+    }
+    return out;
+  }
   const std::string& dispatch_address() const noexcept { return dispatch_address_; }
   std::string pylm_push_address() const { return pylm_push_ ? pylm_push_->address() : ""; }
   std::string pylm_pull_address() const { return pylm_pull_ ? pylm_pull_->address() : ""; }
@@ -159,6 +169,9 @@ class DispatchPart final : public OutboundPart {
     PeerId peer = PeerId::kNone;
     std::uint32_t credits = 0;
     bool shm = false;
+    // Messages in inflight_ sent to it: written by the part's thread only,
+    // read by worker_loads() (relaxed both ways: a gauge).
+    std::atomic<std::uint32_t> held{0};
   };
   struct InFlight {
     Frame frame;  // a second reference to what was sent, to send it again
@@ -199,7 +212,13 @@ class DispatchPart final : public OutboundPart {
         const std::uint64_t key = key_of(e, d.peer);
         switch (d.event) {
           case Event::kPeerJoined: {
-            workers_[key] = Worker{e, d.peer, d.credits, shm_dispatcher_[e]};
+            {
+              // The lock keeps worker_loads() off the map while it changes.
+              const std::lock_guard lock(workers_mu_);
+              workers_.erase(key);
+              workers_.try_emplace(key, e, d.peer, d.credits, shm_dispatcher_[e]);
+            }
+            std::erase(order_, key);
             order_.push_back(key);
             logger().info("a palm worker joined over {} with {} credits ({} workers)",
                           shm_dispatcher_[e] ? "shm" : "tcp", d.credits, workers_.size());
@@ -211,11 +230,16 @@ class DispatchPart final : public OutboundPart {
           case Event::kPeerGone:
             worker_gone(key);
             break;
-          case Event::kMessage:
-            if (auto it = workers_.find(key); it != workers_.end()) it->second.credits += d.credits;
+          case Event::kMessage: {
+            Worker* from = nullptr;
+            if (auto it = workers_.find(key); it != workers_.end()) {
+              from = &it->second;
+              from->credits += d.credits;
+            }
             PartCounters::bump(shm_dispatcher_[e] ? c_.results_shm : c_.results_tcp);
-            on_result(d.frame, key);
+            on_result(d.frame, key, from);
             break;
+          }
         }
       }
     }
@@ -223,7 +247,7 @@ class DispatchPart final : public OutboundPart {
       did = true;
       if (d.event != Event::kMessage) continue;
       PartCounters::bump(c_.results_pylm);
-      on_result(d.frame, kPylm);
+      on_result(d.frame, kPylm, nullptr);
     }
     set_gauges();
     return did;
@@ -233,7 +257,10 @@ class DispatchPart final : public OutboundPart {
     auto it = workers_.find(key);
     if (it == workers_.end()) return;
     const bool shm = it->second.shm;
-    workers_.erase(it);
+    {
+      const std::lock_guard lock(workers_mu_);
+      workers_.erase(it);
+    }
     std::erase(order_, key);
     std::size_t resent = 0;
     for (auto e = inflight_.begin(); e != inflight_.end();) {
@@ -250,7 +277,8 @@ class DispatchPart final : public OutboundPart {
                   shm ? "shm" : "tcp", resent, workers_.size());
   }
 
-  void on_result(Frame& frame, std::uint64_t from) {
+  // `worker`: the palm worker `from` names, if still attached.
+  void on_result(Frame& frame, std::uint64_t from, Worker* worker) {
     auto view = frame.view();
     if (!view) {
       PartCounters::bump(counters_.errors);
@@ -276,6 +304,17 @@ class DispatchPart final : public OutboundPart {
     if (it->second.worker == kPylm) {
       --pylm_inflight_;
       forget_pylm(result.cache, it->first);
+    } else {
+      // Its holder is the worker that answered, but for a result of
+      // another worker's message (a lookup then; gone: nothing to count).
+      Worker* holder = worker;
+      if (it->second.worker != from) {
+        auto h = workers_.find(it->second.worker);
+        holder = h != workers_.end() ? &h->second : nullptr;
+      }
+      if (holder != nullptr) {
+        holder->held.store(holder->held.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+      }
     }
     const std::int64_t since = it->second.since_ns;
     inflight_.erase(it);
@@ -424,7 +463,7 @@ class DispatchPart final : public OutboundPart {
         run_ = 0;
       }
       const std::uint64_t key = order_[rr_];
-      Worker& w = workers_[key];
+      Worker& w = workers_.find(key)->second;  // order_ names attached workers only
       if (w.credits == 0) continue;
       Envelope to;
       to.peer = w.peer;
@@ -432,6 +471,7 @@ class DispatchPart final : public OutboundPart {
       if (r == SendResult::kQueued) {
         --w.credits;
         ++run_;
+        w.held.store(w.held.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         PartCounters::bump(w.shm ? c_.dispatched_shm : c_.dispatched_tcp);
         inflight_[p.id] = InFlight{std::move(*keep), key, Router::now_ns(), p.since_ns};
         return true;
@@ -468,7 +508,8 @@ class DispatchPart final : public OutboundPart {
   Endpoint* pylm_pull_ = nullptr;
 
   // The part's thread only.
-  std::unordered_map<std::uint64_t, Worker> workers_;
+  std::unordered_map<std::uint64_t, Worker> workers_;  // changed under workers_mu_
+  mutable std::mutex workers_mu_;  // workers_' inserts and erases vs worker_loads()
   std::vector<std::uint64_t> order_;  // worker keys, in joining order
   std::size_t rr_ = 0;
   std::uint32_t run_ = 0;  // messages sent to order_[rr_] in a row
@@ -503,6 +544,7 @@ void Master::gather(const MessageView&, Emitter& out) { out.emit_same(); }
 void Master::handle_stream(const MessageView&, StreamEdit&) {}
 
 DispatchStats Master::dispatch_stats() const noexcept { return dispatch_->snapshot(); }
+std::vector<WorkerLoad> Master::worker_loads() const { return dispatch_->loads(); }
 
 std::string Master::pull_address() const {
   auto* p = dynamic_cast<InboundPart*>(part("inbound"));

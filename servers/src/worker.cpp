@@ -254,6 +254,22 @@ Result<void> Worker::connect() {
 
 std::string Worker::transport_summary() const { return summary_; }
 
+Result<void> Worker::master_gone(MasterWatch& watch, std::uint64_t taken) {
+  if (!transport::is_zmq(in_->scheme()) || options_.master_timeout.count() <= 0) return {};
+  const auto now = std::chrono::steady_clock::now();
+  // A message taken since the last look means connected then too: the
+  // clock starts at the first idle look that finds no connection.
+  if (in_->stats().connections > 0 || taken != watch.taken) {
+    watch = MasterWatch{now, taken};
+    return {};
+  }
+  if (now - watch.connected_at < options_.master_timeout) return {};
+  const std::string why = fmt::format("the master is gone: no connection to {} for {} ms ({} messages served)",
+                                      in_->address(), options_.master_timeout.count(), taken);
+  logger_->error("Worker {}: {}", name_, why);
+  return make_error(Errc::kPeerDead, why);
+}
+
 WorkerStats Worker::stats() const noexcept {
   WorkerStats s;
   constexpr auto r = std::memory_order_relaxed;  // counters: a snapshot
@@ -411,6 +427,7 @@ Result<void> Worker::run() {
     return c;
   }
   std::uint64_t taken = 0;
+  MasterWatch watch{std::chrono::steady_clock::now(), 0};
   for (;;) {
     if (options_.messages != 0 && taken >= options_.messages) {
       logger_->info("Worker {}: {} messages served, the limit", name_, taken);
@@ -429,6 +446,7 @@ Result<void> Worker::run() {
       serve_one(d.frame, dead);
       if (!dead) continue;
     } else if (w == WaitResult::kTimeout) {
+      if (auto gone = master_gone(watch, taken); !gone) return gone;
       continue;
     }
     // The endpoint is shut down: on shm the master's segment went away.

@@ -277,21 +277,25 @@ Result<void> Bridge::add(const std::shared_ptr<EndpointState>& state) {
     }
   }
   const bool counts_connections =
-      spec.bind && (spec.pattern == Pattern::kPush || spec.pattern == Pattern::kPull ||
-                    spec.pattern == Pattern::kPub);
+      spec.bind ? spec.pattern == Pattern::kPush || spec.pattern == Pattern::kPull || spec.pattern == Pattern::kPub
+                : spec.pattern == Pattern::kPush || spec.pattern == Pattern::kPull ||
+                      spec.pattern == Pattern::kSub || spec.pattern == Pattern::kWorker;
   if (spec.pattern == Pattern::kDispatcher || spec.pattern == Pattern::kWorker ||
       counts_connections) {
     // A dispatcher watches workers leave; a worker watches its connections
     // come up (a dispatcher that restarted must hear its hello again); a
     // bound push, pull or pub counts its connections (a master sends work
     // to pylm workers only while one is connected, and publishes on tcp
-    // only while a subscriber is).
+    // only while a subscriber is); a connecting push, pull, sub or worker
+    // counts its connections to the bound side (a worker or client tells a
+    // server that went away from a slow one).
     const std::string name = "inproc://palm-monitor-" + std::to_string(++monitors_) + "-" +
                              std::to_string(reinterpret_cast<std::uintptr_t>(s));
-    const int events = counts_connections ? ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED
-                       : spec.pattern == Pattern::kDispatcher
-                           ? ZMQ_EVENT_DISCONNECTED
-                           : ZMQ_EVENT_CONNECTED | ZMQ_EVENT_ACCEPTED;
+    const int events = spec.pattern == Pattern::kDispatcher ? ZMQ_EVENT_DISCONNECTED
+                       : spec.pattern == Pattern::kWorker
+                           ? ZMQ_EVENT_CONNECTED | ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED
+                       : spec.bind ? ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED
+                                   : ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED;
     if (zmq_socket_monitor(s, name.c_str(), events) != 0) {
       return fail(zmq_error(errno, "zmq_socket_monitor"));
     }
@@ -1025,12 +1029,13 @@ void Bridge::read_monitor(Link& l, bool read_socket_first) noexcept {
           error(l, "the worker's hello after a reconnection could not be sent");
         }
       }
-      continue;
     }
-    if (l.pattern == Pattern::kPush || l.pattern == Pattern::kPull || l.pattern == Pattern::kPub) {
+    if (l.pattern != Pattern::kDispatcher) {
+      // The gauge of connections open now: the bridge writes it, anyone
+      // reads it (relaxed: a count, nothing published through it).
       auto& gauge = l.state->counters.connections;
       const std::uint64_t now = gauge.load(std::memory_order_relaxed);
-      if (event == ZMQ_EVENT_ACCEPTED) {
+      if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED) {
         gauge.store(now + 1, std::memory_order_relaxed);
       } else if (event == ZMQ_EVENT_DISCONNECTED && now > 0) {
         gauge.store(now - 1, std::memory_order_relaxed);

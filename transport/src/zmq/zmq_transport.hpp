@@ -113,7 +113,7 @@ struct Counters {
   std::atomic<std::uint64_t> dropped{0};
   std::atomic<std::uint64_t> stalls{0};
   std::atomic<std::uint64_t> subscriptions{0};
-  // Bound push/pull: connections open now (a gauge; the bridge writes it).
+  // Connections open now (EndpointStats::connections; a gauge the bridge writes).
   std::atomic<std::uint64_t> connections{0};
 
   // The bridge only. Returns the new value (for log throttling).

@@ -172,7 +172,9 @@ class Client {
   // this_config), then settles.
   [[nodiscard]] Result<void> open_endpoints();
   [[nodiscard]] Result<Frame> build(const MessageView& m);
+  // timeout_error adds "the server is gone" when ZeroMQ connections to it are down.
   tl::unexpected<Error> timeout_error(std::string what);
+  std::string sub_name() const;  // the SUB's address, and the shm one carrying it
   tl::unexpected<Error> cancelled_error();
 
   transport::Context* ctx_;

@@ -43,6 +43,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "palm/servers/parts.hpp"
 #include "palm/servers/server.hpp"
@@ -81,6 +82,13 @@ struct DispatchStats {
   std::uint64_t in_flight = 0;
 };
 
+// A palm worker in the master's dispatch table, and what it holds now.
+struct WorkerLoad {
+  std::uint64_t worker = 0;     // the master's key: one worker's stay (never reused)
+  bool shm = false;             // over shm, else over tcp
+  std::uint32_t in_flight = 0;  // messages sent to it, not answered yet
+};
+
 class DispatchPart;
 
 class Master : public ServerTemplate {
@@ -101,6 +109,11 @@ class Master : public ServerTemplate {
 
   const MasterConfig& config() const noexcept { return config_; }
   DispatchStats dispatch_stats() const noexcept;
+  // The palm workers attached now, each with what it holds: a snapshot
+  // (each count exact at some moment). For watching the farm and for fault
+  // tests, which kill a worker while it holds messages. Thread-safe; takes
+  // a lock the dispatch thread takes only when a worker joins or leaves.
+  std::vector<WorkerLoad> worker_loads() const;
   // Addresses in effect once started (ports chosen).
   std::string pull_address() const;
   std::string pub_address() const;

@@ -89,6 +89,12 @@ struct WorkerOptions {
   LogLevel log_level = LogLevel::kInfo;
   std::chrono::milliseconds discovery_timeout{5000};  // each cache request
   std::chrono::milliseconds poll{100};                // longest wait before checking stop
+  // On ZeroMQ (tcp, ipc): run() ends with kPeerDead once the connection to
+  // the master stayed down this long (its process died, its machine went
+  // silent past the heartbeats); a master back within it gets the worker's
+  // hello again. 0: wait for ever. (On shm the master's death is seen at
+  // once: its pid.)
+  std::chrono::milliseconds master_timeout{5000};
 };
 
 // Messages that could not be served, by why (each answered b"0" unless the
@@ -177,6 +183,14 @@ class Worker {
   // stop(); false if it could not (logged, counted), `dead` set if the
   // master is gone.
   bool send_result(Frame& frame, bool& dead);
+  // On ZeroMQ: kPeerDead once the connection to the master stayed down for
+  // master_timeout. Looked at when a wait for work times out (idle): off
+  // the message path.
+  struct MasterWatch {
+    std::chrono::steady_clock::time_point connected_at;  // last seen connected
+    std::uint64_t taken = 0;                              // messages taken then
+  };
+  Result<void> master_gone(MasterWatch& watch, std::uint64_t taken);
   // Counts a fault and logs it at ERROR, throttled per reason.
   void fail(Fault fault, std::string_view function, const std::string& reason);
   // "tcp://0.0.0.0:P" and "tcp://*:P" -> the db_address's host.

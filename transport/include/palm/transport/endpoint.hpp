@@ -150,9 +150,11 @@ struct EndpointStats {
   std::uint64_t dropped = 0;    // queued frames discarded at close
   std::uint64_t stalls = 0;     // receives deferred: queue full or pool exhausted
   std::uint64_t subscriptions = 0;  // kPub: subscribe messages seen
-  std::size_t connections = 0;  // kPush/kPull/kPub bound on ZeroMQ: peer connections
+  std::size_t connections = 0;  // ZeroMQ, bound kPush/kPull/kPub: peer connections
                                 // open now (a master's pylm workers, its tcp
-                                // subscribers); 0 elsewhere
+                                // subscribers); connecting kPush/kPull/kSub/
+                                // kWorker: connections to the bound side open
+                                // now (0 while it is away); 0 elsewhere
   std::size_t queue_in = 0;     // frames waiting for the application (approx.)
   std::size_t queue_out = 0;    // frames waiting for the bridge (approx.)
 };

@@ -2,19 +2,28 @@
 //   PingPong    round trips (client -> echo -> client), p50/p99 counters (µs)
 //   Throughput  one way, as fast as the receiver takes them
 // over inproc, ipc and tcp (127.0.0.1), with 64 B, 64 KiB and 1 MiB payloads.
+// Same socket types (PUSH -> PULL; ping-pong: one PUSH/PULL pair each way),
+// same high-water marks (hwm_for), same payloads.
 //
-// Both sides carry the same bytes: a PalmMessage (two uuids, a function, the
-// payload). palm: the sender builds a frame (one copy of the payload into a
-// block), the endpoint hands it to ZeroMQ (zero-copy from 16 KiB), the
-// receiver gets a frame (one copy from the socket into a block) and checks
-// it. Raw: the sender copies the encoded bytes into a zmq::message_t, the
-// receiver gets the message_t and checks it. The echo returns what it got
-// (palm: the same frame; raw: the same message_t). tcp and ipc use two
-// contexts (two bridges, two sets of I/O threads), as two processes would;
-// inproc uses one. Run with --benchmark_repetitions=5 and read the medians
-// (scripts/bench.sh).
+// Both sides carry the same bytes and do the same application work: a
+// PalmMessage (two uuids, a function, the payload). palm: the sender builds a
+// frame (encodes it into a block), the endpoint hands it to ZeroMQ (zero-copy
+// from 16 KiB), the receiver gets a frame (parsed and validated from the
+// socket into a block) and checks the payload. Raw: the sender encodes into a
+// zmq::message_t, the receiver validates and views it in place
+// (palm::decode) and checks the payload. The echo returns what it got (palm:
+// the same frame; raw: the same message_t). tcp and ipc use two contexts (two
+// bridges, two sets of I/O threads), as two processes would; inproc uses one.
+//
+// Counters: p50_us/p99_us (round trips), cpu_us (CPU time of the whole
+// process per message or round trip: steadier than the wall clock on a
+// shared machine). Run scripts/zmq_bench.sh for medians of 5 and the
+// palm/raw ratios. PALM_BENCH_MIN_TIME (seconds per case) and
+// PALM_BENCH_ITERATIONS (fixed iterations, for callgrind) help profiling.
 
 #include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -88,7 +97,6 @@ ContextOptions palm_options(std::size_t payload) {
 // The message both sides send: what a pylm client's eval carries.
 struct Message {
   std::vector<std::byte> payload;
-  std::vector<std::byte> wire;  // encoded once, for the raw sender
   palm::MessageView view;
   explicit Message(std::size_t n) : payload(n) {
     for (std::size_t i = 0; i < n; ++i) payload[i] = static_cast<std::byte>(i * 131);
@@ -96,8 +104,6 @@ struct Message {
     view.client = "663d6598-1339-4747-afab-1b65934e8c1c";
     view.function = "bench.echo";
     view.payload = payload;
-    wire.resize(palm::encoded_size(view));
-    (void)palm::encode(view, wire);
   }
 };
 
@@ -127,6 +133,28 @@ void percentiles(benchmark::State& state, std::vector<double>& rtt_ns) {
   state.counters["p50_us"] = rtt_ns[rtt_ns.size() / 2] / 1000.0;
   state.counters["p99_us"] = rtt_ns[rtt_ns.size() * 99 / 100] / 1000.0;
 }
+
+// CPU time of the whole process (every thread: the application's, palm's
+// bridges, ZeroMQ's I/O threads), in ns. Per message, it is what a transport
+// costs on this shared machine more steadily than the wall clock: a busy
+// neighbour slows the wall clock, not the work done per message.
+double process_cpu_ns() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return (static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e9) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e3;
+}
+
+// Sets the cpu_us counter: process CPU time per iteration (message or round
+// trip), µs.
+struct CpuMeter {
+  double start = process_cpu_ns();
+  void report(benchmark::State& state) const {
+    if (state.iterations() == 0) return;
+    state.counters["cpu_us"] =
+        (process_cpu_ns() - start) / 1000.0 / static_cast<double>(state.iterations());
+  }
+};
 
 std::unique_ptr<Endpoint> open(Context& ctx, const EndpointSpec& spec) {
   auto ep = ctx.open(spec);
@@ -161,6 +189,7 @@ void BM_PalmPingPong(benchmark::State& state) {
   auto server_out = open(ctx.server(), EndpointSpec::connect_to(Pattern::kPush, client_in->address()));
   std::atomic<bool> stop{false};
   std::thread echo([&] {
+    (void)::pthread_setname_np(::pthread_self(), "echo");
     Delivery d;
     while (!stop.load(std::memory_order_relaxed)) {
       if (server_in->recv_for(d, 10ms) != WaitResult::kReady) continue;
@@ -171,6 +200,7 @@ void BM_PalmPingPong(benchmark::State& state) {
   std::vector<double> rtt;
   rtt.reserve(static_cast<std::size_t>(state.max_iterations));
   Delivery d;
+  const CpuMeter cpu;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     palm::Frame f = build(ctx.client(), m);
@@ -181,6 +211,7 @@ void BM_PalmPingPong(benchmark::State& state) {
   }
   stop = true;
   echo.join();
+  cpu.report(state);
   percentiles(state, rtt);
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(n) * 2);
@@ -196,6 +227,7 @@ void BM_PalmThroughput(benchmark::State& state) {
   std::atomic<bool> go{false};
   const auto total = state.max_iterations;
   std::thread sender([&] {
+    (void)::pthread_setname_np(::pthread_self(), "sender");
     while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
     for (benchmark::IterationCount i = 0; i < total; ++i) {
       palm::Frame f = build(ctx.client(), m);
@@ -203,12 +235,14 @@ void BM_PalmThroughput(benchmark::State& state) {
     }
   });
   Delivery d;
+  const CpuMeter cpu;
   go.store(true, std::memory_order_release);
   for (auto _ : state) {
     if (in->recv_for(d, 10s) != WaitResult::kReady || !palm_check(d, n)) std::abort();
     d.frame.reset();
   }
   sender.join();
+  cpu.report(state);
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(n));
 }
@@ -249,9 +283,21 @@ struct IpcFiles {
   }
 };
 
+// The raw side does the application's work palm does for it: the sender
+// encodes the message into the zmq message (palm: into a block), the
+// receiver validates and views it (palm::decode; palm parses it into a block)
+// and checks the payload as palm_check does.
+zmq::message_t raw_message(const Message& m) {
+  zmq::message_t msg(palm::encoded_size(m.view));
+  (void)palm::encode(m.view, std::span<std::byte>(static_cast<std::byte*>(msg.data()), msg.size()));
+  return msg;
+}
+
 bool raw_check(const zmq::message_t& msg, const Message& m) {
-  const auto* p = static_cast<const std::byte*>(msg.data());
-  return msg.size() == m.wire.size() && (m.wire.empty() || p[msg.size() - 1] == m.wire.back());
+  const auto* data = static_cast<const std::byte*>(msg.data());
+  auto v = palm::decode(std::span<const std::byte>(data, msg.size()));
+  const std::size_t n = m.payload.size();
+  return v && v->payload.size() == n && (n == 0 || v->payload[n - 1] == m.payload[n - 1]);
 }
 
 template <Scheme S>
@@ -273,6 +319,7 @@ void BM_RawPingPong(benchmark::State& state) {
   server_in.set(zmq::sockopt::rcvtimeo, 10);
   std::atomic<bool> stop{false};
   std::thread echo([&] {
+    (void)::pthread_setname_np(::pthread_self(), "echo");
     zmq::message_t msg;
     while (!stop.load(std::memory_order_relaxed)) {
       if (!server_in.recv(msg)) continue;  // timeout
@@ -282,16 +329,17 @@ void BM_RawPingPong(benchmark::State& state) {
   std::vector<double> rtt;
   rtt.reserve(static_cast<std::size_t>(state.max_iterations));
   zmq::message_t reply;
+  const CpuMeter cpu;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    zmq::message_t msg(m.wire.size());
-    std::memcpy(msg.data(), m.wire.data(), m.wire.size());
+    zmq::message_t msg = raw_message(m);
     client_out.send(msg, zmq::send_flags::none);
     if (!client_in.recv(reply) || !raw_check(reply, m)) std::abort();
     rtt.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
   }
   stop = true;
   echo.join();
+  cpu.report(state);
   percentiles(state, rtt);
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(n) * 2);
@@ -311,31 +359,53 @@ void BM_RawThroughput(benchmark::State& state) {
   std::atomic<bool> go{false};
   const auto total = state.max_iterations;
   std::thread sender([&] {
+    (void)::pthread_setname_np(::pthread_self(), "sender");
     while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
     for (benchmark::IterationCount i = 0; i < total; ++i) {
-      zmq::message_t msg(m.wire.size());
-      std::memcpy(msg.data(), m.wire.data(), m.wire.size());
+      zmq::message_t msg = raw_message(m);
       out.send(msg, zmq::send_flags::none);
     }
   });
   zmq::message_t msg;
+  const CpuMeter cpu;
   go.store(true, std::memory_order_release);
   for (auto _ : state) {
     if (!in.recv(msg) || !raw_check(msg, m)) std::abort();
   }
   sender.join();
+  cpu.report(state);
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(n));
 }
 
+// The least time per case, in seconds: 0.3, or PALM_BENCH_MIN_TIME (longer
+// runs for a profiler, whose samples would otherwise be mostly set-up).
+double min_time() {
+  const char* t = std::getenv("PALM_BENCH_MIN_TIME");
+  return t != nullptr ? std::atof(t) : 0.3;
+}
+
+// PALM_BENCH_ITERATIONS fixes the iterations per case instead (one run, no
+// estimation: instruction counts per message under callgrind).
+void timing(benchmark::internal::Benchmark* b) {
+  b->UseRealTime();
+  if (const char* n = std::getenv("PALM_BENCH_ITERATIONS")) {
+    b->Iterations(std::atoll(n));
+  } else {
+    b->MinTime(min_time());
+  }
+}
+
 void sizes(benchmark::internal::Benchmark* b) {
-  b->Arg(64)->Arg(64 << 10)->Arg(1 << 20)->UseRealTime()->MinTime(0.3);
+  b->Arg(64)->Arg(64 << 10)->Arg(1 << 20);
+  timing(b);
 }
 
 // Where copying stops paying (TransportOptions::zero_copy_threshold): run
 // with PALM_ZERO_COPY_MIN=1 and =1000000000 and compare.
 void crossover(benchmark::internal::Benchmark* b) {
-  b->Arg(1 << 10)->Arg(4 << 10)->Arg(16 << 10)->Arg(32 << 10)->UseRealTime()->MinTime(0.3);
+  b->Arg(1 << 10)->Arg(4 << 10)->Arg(16 << 10)->Arg(32 << 10);
+  timing(b);
 }
 BENCHMARK_TEMPLATE(BM_PalmThroughput, Scheme::kIpc)->Name("ZeroCopyCrossover/ipc")->Apply(crossover);
 

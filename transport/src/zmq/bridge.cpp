@@ -1,5 +1,6 @@
 #include "zmq/bridge.hpp"
 
+#include <poll.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +20,11 @@ namespace {
 // Messages moved per socket per loop turn: fairness between sockets, and a
 // bound on the time between two looks at the commands.
 constexpr int kBatch = 256;
+// Items moved between two rings of a ring's doorbell (pump_out, deliver).
+constexpr std::size_t kSignalEvery = 32;
+// Received bytes after which the items parsed so far are handed over even if
+// fewer than kSignalEvery: large messages reach the consumer one by one.
+constexpr std::size_t kDeliverBytes = std::size_t{64} << 10;
 // Retry period for what ZeroMQ cannot signal (XPUB/ROUTER room, pool blocks).
 constexpr auto kRetry = std::chrono::milliseconds(1);
 // The longest sleep: an idle bridge checks itself once a second.
@@ -351,6 +357,14 @@ Result<void> Bridge::add(const std::shared_ptr<EndpointState>& state) {
       return fail(zmq_error(errno, "send the worker's hello"));
     }
   }
+  std::size_t fd_size = sizeof link->fd;
+  if (zmq_getsockopt(s, ZMQ_FD, &link->fd, &fd_size) != 0) return fail(zmq_error(errno, "ZMQ_FD"));
+  if (link->monitor != nullptr) {
+    fd_size = sizeof link->monitor_fd;
+    if (zmq_getsockopt(link->monitor, ZMQ_FD, &link->monitor_fd, &fd_size) != 0) {
+      return fail(zmq_error(errno, "ZMQ_FD (monitor)"));
+    }
+  }
   links_.push_back(std::move(link));
   return {};
 }
@@ -358,6 +372,7 @@ Result<void> Bridge::add(const std::shared_ptr<EndpointState>& state) {
 Result<void> Bridge::subscribe(const EndpointState* state, const std::string& prefix, bool on) {
   Link* l = find(state);
   if (l == nullptr) return make_error(Errc::kClosed, "the endpoint is closed");
+  l->dirty = true;  // the call may run the socket's commands
   if (zmq_setsockopt(l->socket, on ? ZMQ_SUBSCRIBE : ZMQ_UNSUBSCRIBE, prefix.data(),
                      prefix.size()) != 0) {
     return tl::unexpected(zmq_error(errno, on ? "ZMQ_SUBSCRIBE" : "ZMQ_UNSUBSCRIBE"));
@@ -382,7 +397,8 @@ void Bridge::close_link(Link& l) noexcept {
   // Hand ZeroMQ what it takes now; its linger bounds the rest.
   if (l.socket != nullptr) {
     // Bounded: `closed` stops new items, so each round drains the ring or
-    // meets a refusal.
+    // meets a refusal. A refused item is tried once more (out_ready).
+    l.out_ready = true;
     while (pump_out(l, Clock::now() + std::chrono::hours(1))) {
     }
     if (l.pattern == Pattern::kWorker) {
@@ -449,35 +465,47 @@ void Bridge::loop() noexcept {
     bool progress = false;
     for (auto& l : links_) progress |= retry_in(*l, now);
     for (auto& l : links_) progress |= pump_out(*l, now);
+    // Consumers hear of everything delivered so far before the bridge spins
+    // or sleeps (retry_in, and peer_gone from a failed send, deliver).
+    signal_all();
 
-    items_.clear();
-    item_links_.clear();
-    items_.push_back(zmq_pollitem_t{nullptr, t_.wake_fd_, ZMQ_POLLIN, 0});
-    item_links_.emplace_back(nullptr, false);
+    // The sockets' ZMQ_FDs, watched as zmq_poll watches them (while the link
+    // wants to read or waits for room), but polled directly: zmq_poll asks
+    // every socket for ZMQ_EVENTS before and after each poll, a system call
+    // each (~1.4 µs on this machine); here only the sockets whose fd fired or
+    // that were used since their last ZMQ_EVENTS are asked (service).
+    fds_.clear();
+    fd_links_.clear();
+    fds_.push_back(pollfd{t_.wake_fd_, POLLIN, 0});
+    fd_links_.emplace_back(nullptr, false);
     long timeout = kIdlePollMs;
+    bool dirty = false;
     for (auto& lp : links_) {
       Link& l = *lp;
-      short events = 0;
-      if (l.pattern != Pattern::kPush && !l.stalled_in()) events |= ZMQ_POLLIN;
-      if (l.has_pending_out) {
-        if (l.timer_retry) {
-          timeout = std::min(timeout, ms_until(l.out_retry_at, now));
-        } else {
-          events |= ZMQ_POLLOUT;
-        }
+      const bool wants_in = l.pattern != Pattern::kPush && !l.stalled_in();
+      const bool wants_out = l.has_pending_out && !l.timer_retry;
+      if (l.has_pending_out && l.timer_retry) {
+        timeout = std::min(timeout, ms_until(l.out_retry_at, now));
       }
       if (!l.stalled_parts.empty()) timeout = std::min(timeout, ms_until(l.in_retry_at, now));
-      items_.push_back(zmq_pollitem_t{l.socket, 0, events, 0});
-      item_links_.emplace_back(&l, false);
+      if (wants_in || wants_out) {
+        fds_.push_back(pollfd{l.fd, POLLIN, 0});
+        fd_links_.emplace_back(&l, false);
+        dirty |= l.dirty;
+      }
       if (l.monitor != nullptr) {
-        items_.push_back(zmq_pollitem_t{l.monitor, 0, ZMQ_POLLIN, 0});
-        item_links_.emplace_back(&l, true);
+        fds_.push_back(pollfd{l.monitor_fd, POLLIN, 0});
+        fd_links_.emplace_back(&l, true);
+        dirty |= l.monitor_dirty;
       }
     }
+    // A socket used since its last ZMQ_EVENTS may have messages or room that
+    // its fd will not signal (ZeroMQ's fd is edge-triggered): look first.
+    progress |= dirty;
     if (!progress && t_.options_.bridge_spin.count() > 0) {
       // Bounded spin on the application's side only (sockets are looked at
-      // by the zmq_poll below): sched_yield inside, so a thread about to
-      // send gets the CPU (2 vCPUs: see DESIGN.md).
+      // by the poll below): sched_yield inside, so a thread about to send
+      // gets the CPU (2 vCPUs: see DESIGN.md).
       const Clock::time_point end = now + t_.options_.bridge_spin;
       while (!progress && Clock::now() < end) {
         ::sched_yield();
@@ -499,29 +527,47 @@ void Bridge::loop() noexcept {
       if (has_work()) timeout = 0;
     }
     // (B3)
-    const int rc = zmq_poll(items_.data(), static_cast<int>(items_.size()), timeout);
+    const int rc = ::poll(fds_.data(), static_cast<nfds_t>(fds_.size()), static_cast<int>(timeout));
     // relaxed: a stale true costs a waker one needless eventfd write.
     t_.sleeping_.store(false, std::memory_order_relaxed);
     if (rc < 0) {
-      if (errno != EINTR) detail::log().error("zmq_poll: {}", zmq_strerror(errno));
-      continue;
+      if (errno != EINTR) detail::log().error("poll: {}", std::strerror(errno));
+      for (pollfd& p : fds_) p.revents = 0;  // the dirty sockets are still looked at
     }
-    if ((items_[0].revents & ZMQ_POLLIN) != 0) {
+    if ((fds_[0].revents & POLLIN) != 0) {
       std::uint64_t count = 0;
       // Drains the eventfd (non-blocking): the wake-ups are consumed, the
       // work they announced is found by the loop.
       [[maybe_unused]] const ssize_t n = ::read(t_.wake_fd_, &count, sizeof count);
     }
-    for (std::size_t i = 1; i < items_.size(); ++i) {
-      if ((items_[i].revents & ZMQ_POLLIN) == 0) continue;
-      Link& l = *item_links_[i].first;
-      if (item_links_[i].second) {
-        read_monitor(l, true);
-      } else {
-        pump_in(l);
+    for (std::size_t i = 1; i < fds_.size(); ++i) {
+      Link& l = *fd_links_[i].first;
+      const bool fired = fds_[i].revents != 0;
+      if (fd_links_[i].second) {
+        if (fired || l.monitor_dirty) {
+          l.monitor_dirty = false;
+          read_monitor(l, true);
+        }
+      } else if (fired || l.dirty) {
+        service(l, now);
       }
     }
+    signal_all();  // read_monitor's deliveries (pump_in signals its own)
   }
+}
+
+void Bridge::service(Link& l, Clock::time_point now) noexcept {
+  l.dirty = false;
+  // ZMQ_EVENTS runs ZeroMQ's pending commands (which consumes the fd's
+  // signal) and says what the socket can do now.
+  int events = 0;
+  std::size_t size = sizeof events;
+  if (zmq_getsockopt(l.socket, ZMQ_EVENTS, &events, &size) != 0) return;
+  if ((events & ZMQ_POLLOUT) != 0 && l.has_pending_out && !l.timer_retry) {
+    l.out_ready = true;
+    pump_out(l, now);
+  }
+  if ((events & ZMQ_POLLIN) != 0 && l.pattern != Pattern::kPush && !l.stalled_in()) pump_in(l);
 }
 
 // ============================================================================
@@ -535,18 +581,33 @@ void Bridge::release(const OutItem& item) noexcept {
 
 bool Bridge::pump_out(Link& l, Clock::time_point now) noexcept {
   if (!sends(l.pattern) || l.socket == nullptr) return false;
+  MpmcRing<OutItem>& ring = l.state->out;
   bool progress = false;
+  // Items popped one by one (the bridge holds at most one item ZeroMQ
+  // refused, so a full ring plus one bounds what a sender has queued), but
+  // the senders waiting for room are rung once per kSignalEvery pops: a
+  // sender announced as asleep would otherwise cost a FUTEX_WAKE per pop for
+  // as long as its wake-up takes (~30 µs here).
+  std::size_t unsignaled = 0;
   for (int n = 0; n < kBatch; ++n) {
     OutItem item;
     if (l.has_pending_out) {
-      if (l.timer_retry && now < l.out_retry_at) break;
+      // Retried when there may be room: on the timer (XPUB, ROUTER), or once
+      // ZMQ_EVENTS said POLLOUT (service).
+      if (l.timer_retry ? now < l.out_retry_at : !l.out_ready) break;
       item = l.pending_out;
-    } else if (!l.state->out.try_pop(item)) {
+    } else if (!ring.try_pop_unsignaled(item)) {
       break;
+    } else if (++unsignaled == kSignalEvery) {
+      ring.signal_popped(unsignaled);
+      unsignaled = 0;
     }
     const Sent sent = send_item(l, item);
     if (sent == Sent::kRetry) {
+      // A new refusal: ZMQ_EVENTS (service) tells whether room came since.
+      if (!l.has_pending_out) l.dirty = true;
       l.has_pending_out = true;
+      l.out_ready = false;
       l.pending_out = item;
       l.out_retry_at = now + kRetry;
       break;
@@ -554,6 +615,10 @@ bool Bridge::pump_out(Link& l, Clock::time_point now) noexcept {
     l.has_pending_out = false;
     progress = true;
   }
+  ring.signal_popped(unsignaled);
+  // A send may run ZeroMQ's commands (and so take the fd's signal of an
+  // arrival): a socket that also reads looks at ZMQ_EVENTS again.
+  if (progress && l.pattern != Pattern::kPush) l.dirty = true;
   return progress;
 }
 
@@ -685,33 +750,58 @@ Bridge::Sent Bridge::send_item(Link& l, const OutItem& item) noexcept {
 // ============================================================================
 // Receiving
 
-bool Bridge::push_in(Link& l, const InItem& item) noexcept {
+bool Bridge::push_in(Link& l, const InItem& item, std::size_t bytes) noexcept {
   EndpointState& s = *l.state;
-  bool pushed = s.in.try_push(item);
+  bool pushed = s.in.try_push_unsignaled(item);
   if (!pushed) {
-    // Full: announce it, then look again. seq_cst store + fence against the
-    // consumer's pop + fence + load of in_blocked (try_recv): either this
-    // retry sees the room, or the consumer sees the flag and wakes us.
+    // Full. The consumer hears of what it has first (it may sleep on a full
+    // ring whose items were not signaled yet), then we announce the stall
+    // and look again: seq_cst store + fence against the consumer's pop +
+    // fence + load of in_blocked (after_pop): either this retry sees the
+    // room, or the consumer sees the flag and wakes us.
+    signal_in(l);
 #if PALM_ZMQ_FENCELESS
     (void)s.in_blocked.exchange(true, std::memory_order_seq_cst);  // an RMW, see zmq_transport.hpp
 #else
     s.in_blocked.store(true, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);
 #endif
-    pushed = s.in.try_push(item);
+    pushed = s.in.try_push_unsignaled(item);
     if (pushed) s.in_blocked.store(false, std::memory_order_relaxed);
   }
   if (pushed) {
-    // acquire: pairs with set_doorbell's release (the doorbell is published
-    // with the pointer).
-    if (Doorbell* bell = s.bell.load(std::memory_order_acquire)) bell->ring_if_waiting();
+    ++l.unsignaled_in;
+    l.unsignaled_bytes += bytes;
+    if (l.unsignaled_in >= kSignalEvery || l.unsignaled_bytes >= kDeliverBytes) signal_in(l);
   }
   return pushed;
 }
 
-void Bridge::deliver(Link& l, const InItem& item) noexcept {
+void Bridge::signal_in(Link& l) noexcept {
+  if (l.unsignaled_in == 0) return;
+  EndpointState& s = *l.state;
+  // One ring for the items pushed since the last: a consumer announced as
+  // asleep costs a FUTEX_WAKE per ring until it runs again, which takes
+  // ~30 µs on this machine (a spinning consumer sees the items at once, as
+  // they are published by the pushes themselves).
+  s.in.signal_pushed(l.unsignaled_in);
+  // acquire: pairs with set_doorbell's release (the doorbell is published
+  // with the pointer). Wakes up to one waiter per item, as a ring per item did.
+  if (Doorbell* bell = s.bell.load(std::memory_order_acquire)) {
+    const std::size_t woken = std::min(l.unsignaled_in, kSignalEvery);
+    bell->ring_if_waiting(static_cast<std::uint32_t>(woken));
+  }
+  l.unsignaled_in = 0;
+  l.unsignaled_bytes = 0;
+}
+
+void Bridge::signal_all() noexcept {
+  for (auto& l : links_) signal_in(*l);
+}
+
+void Bridge::deliver(Link& l, const InItem& item, std::size_t bytes) noexcept {
   // Behind older items, in order.
-  if (l.pending_in.empty() && push_in(l, item)) return;
+  if (l.pending_in.empty() && push_in(l, item, bytes)) return;
   l.pending_in.push_back(item);
   Counters::bump(l.state->counters.stalls);
 }
@@ -719,7 +809,7 @@ void Bridge::deliver(Link& l, const InItem& item) noexcept {
 bool Bridge::retry_in(Link& l, Clock::time_point now) noexcept {
   bool progress = false;
   while (!l.pending_in.empty()) {
-    if (!push_in(l, l.pending_in.front())) return progress;
+    if (!push_in(l, l.pending_in.front(), 0)) return progress;
     l.pending_in.pop_front();
     progress = true;
   }
@@ -729,14 +819,20 @@ bool Bridge::retry_in(Link& l, Clock::time_point now) noexcept {
     handle(l, parts);
     progress |= l.stalled_parts.empty();
   }
+  // Reading again: what came while stalled may not be signaled by the fd.
+  if (progress && !l.stalled_in()) l.dirty = true;
   return progress;
 }
 
 bool Bridge::pump_in(Link& l) noexcept {
   bool progress = false;
+  bool drained = false;  // a receive said EAGAIN (its commands were run)
   for (int n = 0; n < kBatch && !l.stalled_in() && l.socket != nullptr; ++n) {
     bool too_many = false;
-    if (!recv_parts(l.socket, parts_, too_many)) break;
+    if (!recv_parts(l.socket, parts_, too_many)) {
+      drained = true;
+      break;
+    }
     progress = true;
     if (too_many) {
       malformed(l, "a message of more than 64 parts");
@@ -744,6 +840,12 @@ bool Bridge::pump_in(Link& l) noexcept {
     }
     handle(l, parts_);
   }
+  signal_in(l);
+  // Look again before sleeping unless the socket said EAGAIN with nothing
+  // else in question: more may wait (the batch ended), a reply may have
+  // been sent (rep, dispatcher, worker), or room may have come for a
+  // refused send.
+  if (progress && (!drained || sends(l.pattern) || l.has_pending_out)) l.dirty = true;
   return progress;
 }
 
@@ -817,7 +919,7 @@ void Bridge::handle(Link& l, std::vector<Msg>& parts) noexcept {
   if (p == Parsed::kStalled) {
     stall(l, parts);
   } else if (p == Parsed::kOk) {
-    deliver(l, item);
+    deliver(l, item, parts.back().bytes().size());
   }
 }
 
@@ -885,7 +987,7 @@ void Bridge::on_request(Link& l, std::vector<Msg>& parts) noexcept {
     error(l, "too many unanswered requests: the oldest is dropped");
   }
   item.peer = token;
-  deliver(l, item);
+  deliver(l, item, body.size());
 }
 
 void Bridge::on_from_worker(Link& l, std::vector<Msg>& parts) noexcept {
@@ -952,7 +1054,7 @@ void Bridge::on_from_worker(Link& l, std::vector<Msg>& parts) noexcept {
       if (p == Parsed::kDropped) return;
       item.peer = static_cast<std::uint64_t>(peer);
       item.credits = h.credits;  // what the result gave back, as shm reports it
-      deliver(l, item);
+      deliver(l, item, parts[2].bytes().size());
       return;
     }
     case Kind::kCredit: {
@@ -980,7 +1082,7 @@ void Bridge::on_from_dispatcher(Link& l, std::vector<Msg>& parts) noexcept {
   if (p == Parsed::kStalled) {
     stall(l, parts);
   } else if (p == Parsed::kOk) {
-    deliver(l, item);
+    deliver(l, item, parts[1].bytes().size());
   }
 }
 
@@ -1028,6 +1130,7 @@ void Bridge::read_monitor(Link& l, bool read_socket_first) noexcept {
         if (zmq_send(l.socket, hello.data(), hello.size(), ZMQ_DONTWAIT) < 0) {
           error(l, "the worker's hello after a reconnection could not be sent");
         }
+        l.dirty = true;  // the send may have taken the fd's signal
       }
     }
     if (l.pattern != Pattern::kDispatcher) {
@@ -1052,6 +1155,7 @@ void Bridge::read_monitor(Link& l, bool read_socket_first) noexcept {
     it = l.by_fd.find(value);
     if (it != l.by_fd.end()) peer_gone(l, it->second, "disconnected");
   }
+  l.monitor_dirty = true;  // the batch ended before EAGAIN: more may wait
 }
 
 // ============================================================================

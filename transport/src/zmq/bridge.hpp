@@ -27,6 +27,7 @@
 // dispatcher that restarted sees it join; what the old one had sent it is
 // the old one's to re-send.
 
+#include <poll.h>
 #include <sys/types.h>
 #include <zmq.h>
 
@@ -93,14 +94,30 @@ struct ZmqTransport::Link {
   dev_t ipc_dev = 0;
   ino_t ipc_ino = 0;
 
-  // Send side: an item ZeroMQ refused (EAGAIN), retried first.
+  // ZMQ_FD of the socket and of the monitor: readable when ZeroMQ has
+  // commands for the socket (arrivals, room, peers), edge-triggered: after
+  // any call on the socket its state is learnt from ZMQ_EVENTS, not the fd.
+  // `dirty`: the socket was used since its last ZMQ_EVENTS (or its monitor
+  // since it last said EAGAIN), so the loop looks at it before sleeping.
+  int fd = -1;
+  int monitor_fd = -1;
+  bool dirty = true;
+  bool monitor_dirty = true;
+
+  // Send side: an item ZeroMQ refused (EAGAIN), retried first; out_ready:
+  // ZMQ_EVENTS said POLLOUT since the refusal.
   bool has_pending_out = false;
+  bool out_ready = false;
   OutItem pending_out;
   Clock::time_point out_retry_at;
 
   // Receive side. Items parsed while the ring was full, in order; and one
   // message received while the pool had no free block.
   std::deque<InItem> pending_in;
+  // Items pushed into the receive ring whose consumer was not rung yet, and
+  // their bytes (Bridge::signal_in).
+  std::size_t unsignaled_in = 0;
+  std::size_t unsignaled_bytes = 0;
   std::vector<Msg> stalled_parts;
   Clock::time_point in_retry_at;
 
@@ -146,6 +163,9 @@ class Bridge {
   void close_link(Link& link) noexcept;
   void run_commands() noexcept;
   bool has_work() const noexcept;
+  // A socket whose fd fired or that is dirty: runs its commands (ZMQ_EVENTS)
+  // and reads or retries a refused send as it allows.
+  void service(Link& link, Clock::time_point now) noexcept;
 
   // Send side.
   bool pump_out(Link& link, Clock::time_point now) noexcept;
@@ -170,8 +190,15 @@ class Bridge {
   Parsed parse(Link& link, std::span<const std::byte> body, std::string_view topic, bool raw,
                InItem& out) noexcept;
   void stall(Link& link, std::vector<Msg>& parts) noexcept;
-  void deliver(Link& link, const InItem& item) noexcept;
-  bool push_in(Link& link, const InItem& item) noexcept;
+  // Hands `item` (of `bytes` received bytes) to the consumer, or queues it
+  // behind the items already waiting for room.
+  void deliver(Link& link, const InItem& item, std::size_t bytes = 0) noexcept;
+  bool push_in(Link& link, const InItem& item, std::size_t bytes) noexcept;
+  // Rings the consumer for the items pushed since the last ring (push_in
+  // rings every kSignalEvery items; the loop calls signal_all before it
+  // sleeps or polls).
+  void signal_in(Link& link) noexcept;
+  void signal_all() noexcept;
   void peer_gone(Link& link, PeerId peer, const char* why) noexcept;
   void reply_raw(Link& link, const std::vector<std::string>& envelope,
                  std::string_view bytes) noexcept;
@@ -181,8 +208,8 @@ class Bridge {
 
   ZmqTransport& t_;
   std::vector<std::unique_ptr<Link>> links_;
-  std::vector<zmq_pollitem_t> items_;
-  std::vector<std::pair<Link*, bool>> item_links_;  // (link, is its monitor); eventfd: null
+  std::vector<pollfd> fds_;  // the eventfd, then the links' ZMQ_FDs
+  std::vector<std::pair<Link*, bool>> fd_links_;  // (link, is its monitor); eventfd: null
   std::vector<Msg> parts_;          // the message being handled
   std::vector<Msg> monitor_parts_;  // the monitor event being read
   std::uint64_t monitors_ = 0;

@@ -1,5 +1,6 @@
 #include "zmq/zmq_transport.hpp"
 
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -293,6 +294,8 @@ ZmqTransport::ZmqTransport(detail::ContextCore& core, void* context, int wake_fd
 ZmqTransport::~ZmqTransport() { shutdown(); }
 
 void ZmqTransport::run() noexcept {
+  // Named for profilers and debuggers (ZeroMQ names its own "ZMQbg/...").
+  (void)::pthread_setname_np(::pthread_self(), "palm-bridge");
   {
     Bridge bridge(*this);
     bridge.loop();

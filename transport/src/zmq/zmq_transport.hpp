@@ -16,11 +16,11 @@
 // Sleeping and waking (no lost wake-up). The bridge, with nothing left to
 // do, first looks at the send rings for TransportOptions::bridge_spin
 // (yielding the CPU between looks: an application that sends again soon
-// needs no wake-up), then, before blocking in zmq_poll:
+// needs no wake-up), then, before blocking in poll(2):
 //   (B1) sleeping_ = true                           seq_cst store
 //   (B2) has_work(): any send ring non-empty, a command posted, a stalled
 //        receive ring drained, stop asked           seq_cst fence, loads
-//   (B3) zmq_poll on the sockets and the eventfd, with a timeout
+//   (B3) poll(2) on the sockets' ZMQ_FDs and the eventfd, with a timeout
 // An application thread, after publishing (a push into a ring, clearing
 // in_blocked, posting a command):
 //   (A1) seq_cst fence (the push itself is the store)
@@ -32,13 +32,22 @@
 //
 // Backpressure: the bridge sends with ZMQ_DONTWAIT. EAGAIN keeps the item
 // pending (the send ring fills, then application threads wait in send_for or
-// see kFull); the bridge retries on POLLOUT where ZeroMQ reports it truly
-// (PUSH, REQ, DEALER) and on a 1 ms timer where it does not (XPUB with
-// NODROP, ROUTER: their POLLOUT is always set). A receive ring that is full,
-// or a pool with no free block, stalls that socket (no POLLIN; ZeroMQ's HWM
-// then holds the peer back): a consumer that pops from a stalled ring wakes
-// the bridge (in_blocked, the same Dekker pair); pool exhaustion is retried
-// on the 1 ms timer.
+// see kFull); the bridge retries once ZMQ_EVENTS says POLLOUT where ZeroMQ
+// reports it truly (PUSH, REQ, DEALER) and on a 1 ms timer where it does not
+// (XPUB with NODROP, ROUTER: their POLLOUT is always set). A receive ring
+// that is full, or a pool with no free block, stalls that socket (no POLLIN;
+// ZeroMQ's HWM then holds the peer back): a consumer that pops from a stalled
+// ring wakes the bridge (in_blocked, the same Dekker pair); pool exhaustion
+// is retried on the 1 ms timer.
+//
+// Batches: the bridge moves items one by one but rings once per batch. It
+// pops `out` without waking the senders and wakes them every 32 pops and at
+// the end of a pump; it pushes `in` without ringing and rings the ring's and
+// the consumer's doorbells every 32 items (or 64 KiB), at the end of a read,
+// and before it spins or sleeps (MpmcRing::signal_pushed/signal_popped, whose
+// ring_if_waiting follows the moves it announces: Doorbell (N1)). A waiter
+// announced as asleep costs a FUTEX_WAKE per ring until it runs again, ~30 µs
+// here, so a ring per item cost a system call per item under load.
 
 #include <sys/types.h>
 

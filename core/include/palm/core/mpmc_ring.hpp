@@ -91,6 +91,24 @@ class MpmcRing {
   // CAS, in order. Returns k (0 if empty).
   std::size_t try_pop_n(T* out, std::size_t max) noexcept;
 
+  // Deferred wake-ups, for a thread that moves items one by one but wants one
+  // wake-up per batch (the ZeroMQ bridge: it pops until ZeroMQ refuses an
+  // item, so it cannot claim a batch up front without holding more than one
+  // item back; it pushes what it parsed as it parses it). Each *_unsignaled
+  // call is try_push/try_pop without ringing; the caller must then call
+  // signal_pushed(k) / signal_popped(k) for the k items it moved, before it
+  // blocks or sleeps itself (a waiter may sleep until then). Rings once,
+  // waking up to k waiters. Correct because the ring is a ring_if_waiting
+  // after the moves were published: see Doorbell (N1).
+  bool try_push_unsignaled(const T& item) noexcept { return try_push_no_wake(item); }
+  bool try_pop_unsignaled(T& out) noexcept { return try_pop_no_wake(out); }
+  void signal_pushed(std::size_t k) noexcept {
+    if (k != 0) not_empty_.ring_if_waiting(static_cast<std::uint32_t>(k));
+  }
+  void signal_popped(std::size_t k) noexcept {
+    if (k != 0) not_full_.ring_if_waiting(static_cast<std::uint32_t>(k));
+  }
+
   // Blocking forms: spin a few µs, then sleep until the item moved (kReady),
   // `timeout` passed (kTimeout) or shutdown() (kShutdown). After shutdown
   // they never sleep: they still complete if they can at once.

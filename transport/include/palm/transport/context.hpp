@@ -9,9 +9,10 @@
 // socket of the context (ZeroMQ sockets are not thread-safe and cannot share a
 // futex), plus libzmq's own I/O thread(s). Application threads never touch a
 // socket: they push frames into an endpoint's send ring and pop deliveries
-// from its receive ring. The bridge sleeps in zmq_poll on its sockets and an
-// eventfd that application threads write only when the bridge announced that
-// it sleeps; it rings a consumer's doorbell after each delivery. An idle
+// from its receive ring. The bridge sleeps in poll(2) on its sockets' ZMQ_FDs
+// and an eventfd that application threads write only when the bridge
+// announced that it sleeps; it rings a consumer's doorbell once per batch of
+// deliveries (at most 32, or 64 KiB). An idle
 // context sleeps (the bridge wakes at most once a second to check itself).
 //
 // inproc:// connects endpoints of one Context (one ZeroMQ context per palm
@@ -97,7 +98,7 @@ struct TransportOptions {
   // ZMQ_IO_THREADS.
   int io_threads = 1;
   // How long the bridge looks for more work from the application (yielding
-  // the CPU between looks) before it sleeps in zmq_poll: an application that
+  // the CPU between looks) before it sleeps in poll(2): an application that
   // sends again within it saves an eventfd wake-up (DESIGN.md "Waiting").
   // 0: sleep at once.
   std::chrono::microseconds bridge_spin{20};

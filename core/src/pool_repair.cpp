@@ -72,6 +72,17 @@ Result<ProcessId> BlockPool::slot_process(SlotId slot) const {
                    atomic_of(slot_at(s).start_time).load(std::memory_order_relaxed)};
 }
 
+bool BlockPool::holds(SlotId slot, Handle h) const noexcept {
+  if (!check_slot(slot)) return false;
+  const std::uint64_t* list = held_list(static_cast<std::uint32_t>(slot));
+  for (std::uint32_t i = 0; i < held_per_process_; ++i) {
+    // relaxed: the slot's process is dead; its last stores are visible
+    // after the owner's confirmation of the death (a system call).
+    if (atomic_of(const_cast<std::uint64_t&>(list[i])).load(std::memory_order_relaxed) == h.bits()) return true;
+  }
+  return false;
+}
+
 ReclaimReport BlockPool::drain(std::uint32_t s) noexcept {
   ReclaimReport report;
   std::uint64_t* list = held_list(s);

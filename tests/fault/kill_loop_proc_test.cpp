@@ -103,7 +103,12 @@ TEST_P(KillLoop, ExactSetWhileWorkersAreKilled) {
 
   farm.stop_workers();
   farm.drop_client();
-  farm.expect_pools_full();
+  // Each kill may catch a worker inside a pool operation's crash window:
+  // a handful of blocks in ~200 kills, freed by the owner's audit.
+  const std::size_t audited = farm.expect_pools_full(kills / 10);
+  std::printf("kill loop %s: pool full again; %zu blocks lost in crash windows, freed by the audit\n",
+              param.name.c_str(), audited);
+  std::fflush(stdout);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, KillLoop,

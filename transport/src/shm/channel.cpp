@@ -39,20 +39,26 @@ ChannelPush channel_send_credit(ChannelRing& ring, std::uint32_t credits, Doorbe
 
 ChannelPop channel_receive(ChannelRing& ring, BlockPool& pool, SlotId slot, ChannelItem& out,
                            Doorbell* producer_bell) noexcept {
-  // 1. Pop (acquire of tail pairs with the producer's publish; the release of
-  //    head gives the slot back).
-  if (!ring.try_pop(out)) return ChannelPop::kEmpty;
-  // 3. Room was made: a producer waiting for it may go on.
-  if (producer_bell != nullptr) producer_bell->ring_if_waiting(Doorbell::kWakeAll);
-  if (out.kind == static_cast<std::uint32_t>(ItemKind::kCredit)) return ChannelPop::kCredit;
-  if (out.kind != static_cast<std::uint32_t>(ItemKind::kMessage)) return ChannelPop::kBadHandle;
+  // 1. Peek (acquire of tail pairs with the producer's publish).
+  if (!ring.peek(out)) return ChannelPop::kEmpty;
   // 2. The reference enters the receiver's held list (validated by the pool:
-  //    a stale or foreign handle is refused, never dereferenced).
-  if (!pool.hold(slot, Handle::from_bits(out.handle))) return ChannelPop::kBadHandle;
-  return ChannelPop::kMessage;
+  //    a stale or foreign handle is refused, never dereferenced), while the
+  //    item is still in the ring: see the header for why this order.
+  ChannelPop result = ChannelPop::kMessage;
+  if (out.kind == static_cast<std::uint32_t>(ItemKind::kCredit)) {
+    result = ChannelPop::kCredit;
+  } else if (out.kind != static_cast<std::uint32_t>(ItemKind::kMessage) ||
+             !pool.hold(slot, Handle::from_bits(out.handle))) {
+    result = ChannelPop::kBadHandle;
+  }
+  // 3. Consume (the ring's release store of head gives the slot back).
+  ring.consume_peeked();
+  // 4. Room was made: a producer waiting for it may go on.
+  if (producer_bell != nullptr) producer_bell->ring_if_waiting(Doorbell::kWakeAll);
+  return result;
 }
 
-std::size_t discard_channel(ChannelRing& ring, BlockPool& pool, SlotId owner) noexcept {
+std::size_t discard_channel(ChannelRing& ring, BlockPool& pool, SlotId owner, SlotId dead_consumer) noexcept {
   std::size_t released = 0;
   ChannelItem item{};
   // The other side is gone: popping as the consumer is safe even on a ring
@@ -62,6 +68,9 @@ std::size_t discard_channel(ChannelRing& ring, BlockPool& pool, SlotId owner) no
   for (std::uint32_t n = 0; n < ring.capacity() && ring.try_pop(item); ++n) {
     if (item.kind != static_cast<std::uint32_t>(ItemKind::kMessage)) continue;
     const Handle h = Handle::from_bits(item.handle);
+    // Only the item at head can be held by a consumer killed between its
+    // hold and its consume; its held list will release that reference.
+    if (n == 0 && dead_consumer != kNoSlot && pool.holds(dead_consumer, h)) continue;
     if (pool.hold(owner, h) && pool.release(owner, h)) ++released;
   }
   return released;

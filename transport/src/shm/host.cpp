@@ -352,7 +352,8 @@ void HostCore::discard(std::uint32_t i, std::uint64_t seen, bool dead) {
     // Formatted rings nobody serves: release what is in them. (A Claiming
     // entry's rings may be half-formatted, and nothing was sent on them.)
     if (auto th = table_.to_host(i)) released += discard_channel(**th, pool_, slot_);
-    if (auto tp = table_.to_peer(i)) released += discard_channel(**tp, pool_, slot_);
+    const SlotId consumer = dead && e.pool_slot != ~0u ? SlotId{e.pool_slot} : kNoSlot;
+    if (auto tp = table_.to_peer(i)) released += discard_channel(**tp, pool_, slot_, consumer);
   }
   // relaxed: the peer wrote it before (E3)/Leaving, seen through (E5).
   const std::uint32_t ps = e.pool_slot;

@@ -139,7 +139,10 @@ void HostEndpoint::remove_peer(std::uint32_t index, bool dead) {
       }
     }
     // What was sent to it and not taken goes back to the pool.
-    const std::size_t released = discard_channel(*p.to_peer, pool, core_->slot());
+    // A dead peer may hold the item at head already (channel.hpp, receive).
+    const std::uint32_t peer_slot = core_->table().entry(index).pool_slot;  // the peer wrote it at attach
+    const SlotId consumer = dead && peer_slot != ~0u ? SlotId{peer_slot} : kNoSlot;
+    const std::size_t released = discard_channel(*p.to_peer, pool, core_->slot(), consumer);
     if (released != 0) Counters::add(counters_.dropped, released);
     if (pattern_ == Pattern::kDispatcher) {
       Delivery gone;

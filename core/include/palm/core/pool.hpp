@@ -214,6 +214,9 @@ class BlockPool {
   // re-checks (pid + start time) and refuses a live one (kInvalidArgument).
   // Releases one reference per held-list entry, then frees the slot.
   [[nodiscard]] Result<ReclaimReport> reclaim_dead(SlotId slot);
+  // Whether `slot`'s held list has an entry for `h`: for the owner, about a
+  // dead slot nobody writes any more (a live one's answer is stale at once).
+  bool holds(SlotId slot, Handle h) const noexcept;
   // The identity recorded in a slot (start_time 0 while it is being claimed).
   [[nodiscard]] Result<ProcessId> slot_process(SlotId slot) const;
 

@@ -149,6 +149,8 @@ class SpscRing : private detail::SpscRingState {
   std::size_t try_pop_n(T* out, std::size_t max) noexcept;
   // Copies the oldest item into `out` without consuming it; false if empty.
   bool peek(T& out) noexcept;
+  // Consumes the item peek() returned (peek must have returned true).
+  void consume_peeked() noexcept;
 
   // --- anyone: racy reads, stale on return (see the header comment) ------
   // Items consumed so far: the position of the oldest unconsumed item.

@@ -222,6 +222,14 @@ bool SpscRing<T>::peek(T& out) noexcept {
 }
 
 template <class T>
+void SpscRing<T>::consume_peeked() noexcept {
+  const std::uint64_t head = detail::shared_word(head_pos).load(std::memory_order_relaxed);  // (C1)
+  // (C3) as in try_pop: release, the producer reuses the slot only after
+  // our read of it in peek().
+  detail::shared_word(head_pos).store(head + 1, std::memory_order_release);
+}
+
+template <class T>
 std::uint64_t SpscRing<T>::head() const noexcept {
   // acquire, pairs with (C3): a reader that sees position p consumed also
   // sees everything the consumer did before consuming it.

@@ -18,15 +18,21 @@
 //       block leaks until BlockPool::audit (never a double release).
 //     died after 3: the item is in the ring: the consumer takes it, or the
 //       owner discards it (discard_channel releases it).
-//   receive  1 pop (release store of head)   2 hold (CAS entry 0->h)
-//            3 ring the producer's doorbell if it announced it waits for room
-//     died after 1, before 2: the reference is in no list: leaks until audit.
-//       (The reverse order, hold then pop, would leave it both in the list
-//       and in [head, tail): released twice after a crash.)
-//     died after 2: the reference is held; BlockPool::reclaim_dead frees it.
+//   receive  1 peek (the item at head, not consumed)   2 hold (CAS entry
+//            0->h)   3 consume (release store of head)   4 ring the
+//            producer's doorbell if it announced it waits for room
+//     died before 2: the item is in the ring: the owner discards it.
+//     died after 2, before 3: the reference is in the list AND at head: the
+//       owner's discard, told the dead consumer's slot, skips the item at
+//       head when that slot holds its handle (reclaim_dead releases it), so
+//       it is released once. (Pop then hold would leak it instead: a block
+//       lost for every receiver killed between the two, ~1 in 100 kills of
+//       a busy worker.)
+//     died after 3: the reference is held; BlockPool::reclaim_dead frees it.
 //   discard  (owner, after the peer's death is confirmed or it left; the
 //            other side of the ring is the owner itself, under its lock)
-//            for p in [head, tail): hold(owner, h_p), then release it.
+//            for p in [head, tail): hold(owner, h_p), then release it
+//            (the item at head skipped if the dead consumer holds it).
 //     died midway: the segment's owner is gone; the segment is stale.
 //
 // Items with kind kCredit carry no reference and need none of this.
@@ -81,8 +87,12 @@ ChannelPop channel_receive(ChannelRing& ring, BlockPool& pool, SlotId slot, Chan
 
 // The owner's discard of a channel whose other side is gone (see above):
 // releases the reference of every item in [head, tail) through `owner`'s
-// slot and empties the ring. Returns the references released. The caller
-// is the only user of the ring's live side.
-std::size_t discard_channel(ChannelRing& ring, BlockPool& pool, SlotId owner) noexcept;
+// slot and empties the ring. `dead_consumer`: the pool slot of the ring's
+// consumer when it died (its held list not yet reclaimed), or kNoSlot.
+// Returns the references released. The caller is the only user of the
+// ring's live side.
+inline constexpr SlotId kNoSlot = static_cast<SlotId>(~0u);
+std::size_t discard_channel(ChannelRing& ring, BlockPool& pool, SlotId owner,
+                            SlotId dead_consumer = kNoSlot) noexcept;
 
 }  // namespace palm::shm

@@ -247,6 +247,19 @@ class InProcessFarm {
     return found;
   }
 
+  // Whether worker i holds a message at some moment within `timeout`
+  // (polled every 50 µs: a fast worker holds each run briefly).
+  bool holds(std::size_t i, std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    do {
+      for (const auto& l : master_->worker_loads()) {
+        if (l.worker == workers_[i].key && l.in_flight > 0) return true;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    } while (Clock::now() < deadline);
+    return false;
+  }
+
   // SIGKILLs worker i and reaps it; it leaves the list. Its transport.
   std::string kill_worker(std::size_t i) {
     Worker w = std::move(workers_[i]);

@@ -92,9 +92,13 @@ inline void cpu_relax() noexcept {
 class alignas(kFalseSharingRange) Doorbell {
  public:
   using Clock = std::chrono::steady_clock;
-  // The spin budget before a waiter sleeps: a few µs, the cost of a wake-up
-  // on this machine is ~27 µs (DESIGN.md "Waiting, on 2 vCPUs").
-  static constexpr std::chrono::nanoseconds kDefaultSpin = std::chrono::microseconds(5);
+  // The spin budget before a waiter sleeps. A wake-up costs ~27 µs on this
+  // machine (DESIGN.md "Waiting, on 2 vCPUs") and the spin yields the CPU
+  // at every round, so a waiter that spins about twice that long catches the
+  // next hand-off of a busy farm without costing its peers their core:
+  // `palm farm` (2 workers, 64 B) moved 170-180 k msg/s with 5 µs, 480-540 k
+  // with 50 µs, side by side (BENCHMARKS.md). An idle thread still sleeps.
+  static constexpr std::chrono::nanoseconds kDefaultSpin = std::chrono::microseconds(50);
   // The spin of waits that name none: kDefaultSpin, or PALM_SPIN_US (0 to
   // 1000 µs) from the environment, read once per process, for tuning a
   // machine without rebuilding.

@@ -87,6 +87,11 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+// Whether this thread's last slow wait timed out: an idle thread. Its next
+// wait skips the spin, so an idle farm costs one futex wait per timeout per
+// thread and no spinning; a thread woken by a ring spins again.
+inline thread_local bool idle_waiter = false;
+
 }  // namespace detail
 
 class alignas(kFalseSharingRange) Doorbell {
@@ -259,7 +264,9 @@ WaitResult Doorbell::wait_for(Pred&& ready, std::chrono::nanoseconds timeout,
       timeout >= Clock::time_point::max() - now ? Clock::time_point::max()
       : timeout.count() <= 0                    ? now
                                                 : now + std::chrono::duration_cast<Clock::duration>(timeout);
-  return wait_slow(ready, deadline, spin);
+  const WaitResult r = wait_slow(ready, deadline, detail::idle_waiter ? std::chrono::nanoseconds(0) : spin);
+  detail::idle_waiter = r == WaitResult::kTimeout;
+  return r;
 }
 
 template <class Pred>
@@ -268,7 +275,9 @@ WaitResult Doorbell::wait_until(Pred&& ready, Clock::time_point deadline,
     std::is_nothrow_invocable_v<Pred&>) {
   if (ready()) return WaitResult::kReady;
   if (is_shutdown()) return WaitResult::kShutdown;
-  return wait_slow(ready, deadline, spin);
+  const WaitResult r = wait_slow(ready, deadline, detail::idle_waiter ? std::chrono::nanoseconds(0) : spin);
+  detail::idle_waiter = r == WaitResult::kTimeout;
+  return r;
 }
 
 template <class Pred>

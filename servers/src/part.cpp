@@ -36,7 +36,10 @@ Part::~Part() {
   for (Part* g : guests_) g->request_stop();
   join();
   if (thread_.joinable()) thread_.join();
-  for (Part* g : guests_) g->host_ = nullptr;
+  for (Part* g : guests_) {  // they outlive us: nothing of ours may stay in them
+    g->host_ = nullptr;
+    g->wait_bell_ = &g->bell_;
+  }
   if (host_ != nullptr) std::erase(host_->guests_, this);
   close();
 }

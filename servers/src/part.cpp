@@ -132,8 +132,12 @@ void Part::join() noexcept {
   while (!finished() && runner.running_.load(std::memory_order_acquire)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  if (host_ == nullptr && !running_.load(std::memory_order_acquire) && thread_.joinable()) {
-    thread_.join();
+  if (host_ == nullptr && thread_.joinable()) {
+    // The host: once every member finished, the thread ends at once: join
+    // it, so nothing of it runs after the server's stop() returns.
+    bool all = finished();
+    for (const Part* g : guests_) all = all && g->finished();
+    if (all) thread_.join();
   }
 }
 
@@ -228,8 +232,10 @@ void Part::finish() noexcept {
     logger().warn("{}: dropped {} messages at stop: their route stayed full", name_, backlog_.size());
     backlog_.clear();
   }
-  finished_.store(true, std::memory_order_release);
+  // The server hears of it before join() can see it finished: a server
+  // that stops and goes away then has no call of ours in flight.
   if (env_.server != nullptr) env_.server->part_finished(*this);
+  finished_.store(true, std::memory_order_release);
 }
 
 bool Part::read_on_this_thread(RouteId route) noexcept {

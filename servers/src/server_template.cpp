@@ -171,7 +171,14 @@ void ServerTemplate::stop() noexcept {
   for (auto& part : parts_) {
     if (part->kind() == PartKind::kOutbound) part->request_stop();
   }
-  for (auto& part : parts_) part->join();
+  // Guests first: a host's join then finds every member of its thread
+  // finished, and joins the thread itself.
+  for (auto& part : parts_) {
+    if (part->hosted()) part->join();
+  }
+  for (auto& part : parts_) {
+    if (!part->hosted()) part->join();
+  }
   for (auto& part : parts_) part->close();
   cache_service_->stop();
 }

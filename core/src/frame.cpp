@@ -12,6 +12,19 @@ constexpr std::size_t kAlign = 8;
 
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
 
+// Room for a later Frame::rewrite: a uuid4 cache field (38 bytes) or a
+// uuid4 topic (36) before the head; a dispatch id and flags after the tail.
+// Left only where the block has it spare anyway (its size class rounds the
+// frame up): frames never take a larger block for it.
+constexpr std::size_t kRewriteHeadRoom = 48;
+constexpr std::size_t kRewriteTailRoom = 16;
+
+std::size_t head_room(const BlockPool& pool, std::size_t need) {
+  auto c = pool.class_for(need + kRewriteHeadRoom + kRewriteTailRoom);
+  auto plain = pool.class_for(need);
+  return c && plain && *c == *plain ? kRewriteHeadRoom : 0;
+}
+
 // Where the wire bytes start when nothing needs slack.
 std::size_t wire_start(std::size_t topic_length) {
   return align_up(kFrameHeaderBytes + topic_length);
@@ -77,8 +90,9 @@ Result<FrameView> view_frame(const BlockPool& pool, Handle h) noexcept {
 Result<Handle> build_frame(BlockPool& pool, SlotId slot, const MessageView& m,
                            std::string_view topic) noexcept {
   if (auto t = check_topic(topic); !t) return tl::unexpected(std::move(t.error()));
-  const std::size_t start = wire_start(topic.size());
   const std::size_t wire_size = encoded_size(m);
+  const std::size_t start =
+      wire_start(topic.size()) + head_room(pool, wire_start(topic.size()) + wire_size);
   auto h = pool.allocate(start + wire_size, slot);
   if (!h) return h;
   auto block = pool.resolve(*h);
@@ -94,8 +108,9 @@ Result<Handle> build_frame(BlockPool& pool, SlotId slot, const MessageView& m,
 Result<Handle> parse_frame(BlockPool& pool, SlotId slot, std::span<const std::byte> wire,
                            std::string_view topic) noexcept {
   if (auto t = check_topic(topic); !t) return tl::unexpected(std::move(t.error()));
-  const std::size_t start = wire_start(topic.size());
-  auto h = pool.allocate(start + canonical_size_bound(wire.size()), slot);
+  const std::size_t bound = canonical_size_bound(wire.size());
+  const std::size_t start = wire_start(topic.size()) + head_room(pool, wire_start(topic.size()) + bound);
+  auto h = pool.allocate(start + bound, slot);
   if (!h) return h;
   auto block = pool.resolve(*h);
   PALM_ASSERT(block.has_value());
@@ -125,20 +140,92 @@ Result<Frame> Frame::parse(BlockPool& pool, SlotId slot, std::span<const std::by
 }
 
 Result<FrameView> Frame::view() const noexcept {
+  if (view_) return *view_;
   if (!*this) return make_error(Errc::kInvalidArgument, "an empty Frame has no view");
-  return view_frame(*pool_, handle_);
+  auto v = view_frame(*pool_, handle_);
+  if (v) view_ = *v;
+  return v;
+}
+
+bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
+  const FrameView* v = peek();
+  if (v == nullptr || m.payload.empty() || m.payload.data() != v->message.payload.data() ||
+      m.payload.size() != v->message.payload.size() || topic.size() > kMaxTopicBytes) {
+    return false;
+  }
+  if (!pool_->sole_reference(handle_)) return false;
+  auto block = pool_->resolve(handle_);
+  if (!block) return false;
+  std::byte* const data = block->data;
+  const std::size_t payload_at = static_cast<std::size_t>(m.payload.data() - data);
+  const std::size_t payload_len = m.payload.size();
+
+  // Every field but the payload, and the topic, may view the bytes about to
+  // be written: copy them aside first, then encode from the copies.
+  MessageView n = m;
+  std::string_view new_topic = topic;
+  const std::size_t aside = n.pipeline.size() + n.client.size() + n.function.size() + n.cache.size() +
+                            n.error.size() + n.unknown.size() + topic.size();
+  thread_local std::string scratch;
+  scratch.resize(aside);
+  std::size_t at = 0;
+  const auto keep = [&](std::string_view s) {
+    std::memcpy(scratch.data() + at, s.data(), s.size());
+    const std::string_view kept(scratch.data() + at, s.size());
+    at += s.size();
+    return kept;
+  };
+  n.pipeline = keep(n.pipeline);
+  n.client = keep(n.client);
+  n.function = keep(n.function);
+  n.cache = keep(n.cache);
+  n.error = keep(n.error);
+  const std::string_view unknown =
+      keep(std::string_view(reinterpret_cast<const char*>(n.unknown.data()), n.unknown.size()));
+  n.unknown = std::as_bytes(std::span<const char>(unknown.data(), unknown.size()));
+  new_topic = keep(topic);
+
+  const std::size_t head = head_size(n, payload_len);
+  const std::size_t tail = tail_size(n);
+  const std::size_t topic_end = kFrameHeaderBytes + new_topic.size();
+  std::size_t wire_offset = 0;
+  std::size_t new_payload_at = payload_at;
+  if (payload_at >= topic_end + head && payload_at + payload_len + tail <= block->capacity) {
+    wire_offset = payload_at - head;  // the payload stays where it is
+  } else {
+    // No room around it: the message moves to the start of the wire area
+    // (one memmove of the payload, still no new block).
+    wire_offset = wire_start(new_topic.size());
+    new_payload_at = wire_offset + head;
+    if (new_payload_at + payload_len + tail > block->capacity) return false;  // nothing written yet
+    std::memmove(data + new_payload_at, data + payload_at, payload_len);
+  }
+  // The payload is in place: the head and tail never overlap it.
+  const std::size_t payload_from = encode_head(n, payload_len, std::span<std::byte>(data + wire_offset, head));
+  PALM_ASSERT(payload_from == head);
+  const std::size_t tail_written =
+      encode_tail(n, std::span<std::byte>(data + new_payload_at + payload_len, tail));
+  PALM_ASSERT(tail_written == tail);
+  const WireLayout layout = layout_for(n, payload_len);
+  write_header(data, new_topic, wire_offset, layout);
+  (void)pool_->set_used(handle_, wire_offset + layout.size);
+  view_.reset();  // the bytes changed
+  return true;
 }
 
 Result<Frame> Frame::share() const noexcept {
   if (!*this) return make_error(Errc::kInvalidArgument, "an empty Frame cannot be shared");
   if (auto r = pool_->add_ref(slot_, handle_); !r) return tl::unexpected(std::move(r.error()));
-  return Frame(*pool_, slot_, handle_);
+  Frame copy(*pool_, slot_, handle_);
+  copy.view_ = view_;
+  return copy;
 }
 
 Result<Handle> Frame::give_away() noexcept {
   if (!*this) return make_error(Errc::kInvalidArgument, "an empty Frame has nothing to give");
   if (auto r = pool_->unhold(slot_, handle_); !r) return tl::unexpected(std::move(r.error()));
   pool_ = nullptr;
+  view_.reset();
   return std::exchange(handle_, Handle{});
 }
 
@@ -146,6 +233,7 @@ void Frame::reset() noexcept {
   if (*this) (void)pool_->release(slot_, handle_);
   pool_ = nullptr;
   handle_ = Handle{};
+  view_.reset();
 }
 
 FrameWriter::~FrameWriter() { abandon(); }
@@ -165,7 +253,12 @@ Result<void> FrameWriter::begin(BlockPool& pool, SlotId slot, const MessageView&
   head_fields.payload = {};
   // The payload goes where the longest head (that of a max_payload payload)
   // would end; a shorter payload's head is written closer to it at commit.
-  const std::size_t start = wire_start(topic.size());
+  // Room is left before the head when the block has it spare, so that a
+  // later holder can stamp fields or a topic around the payload without
+  // moving it (Frame::rewrite: a master adds a cache key and a dispatch id).
+  const std::size_t bare = wire_start(topic.size()) + head_size(head_fields, max_payload) + max_payload +
+                           tail_size(head_fields);
+  const std::size_t start = wire_start(topic.size()) + head_room(pool, bare);
   const std::size_t payload_offset = start + head_size(head_fields, max_payload);
   const std::size_t need = payload_offset + max_payload + tail_size(head_fields);
   auto h = pool.allocate(need, slot);

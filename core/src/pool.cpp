@@ -464,6 +464,16 @@ Result<void> BlockPool::unhold(SlotId slot, Handle h) noexcept {
   return {};
 }
 
+bool BlockPool::sole_reference(Handle h) const noexcept {
+  auto b = check(h);
+  if (!b) return false;
+  // acquire: pairs with every former holder's release decrement (B3), so
+  // their reads of the data happen-before the caller's writes.
+  const std::uint64_t ctl = atomic_of((*b)->ctl).load(std::memory_order_acquire);
+  return detail::ctl_generation(ctl) == h.generation() && detail::ctl_state(ctl) == BlockState::kAllocated &&
+         detail::ctl_refs(ctl) == 1;
+}
+
 Result<BlockView> BlockPool::resolve(Handle h) const noexcept {
   auto b = check(h);
   if (!b) return tl::unexpected(std::move(b.error()));

@@ -56,31 +56,51 @@ class MasterInbound final : public InboundPart {
 
   // Each message scatter yields gets a cache key (pylm's uuid4, when the
   // client gave none) and a dispatch id, in a frame of the segment's pool
-  // when there is one: palm workers on shm then take it without a copy.
+  // when there is one: palm workers on shm then take it without a copy. A
+  // message passed on as is (emit_same, the default scatter) is stamped by
+  // restamp(), in place when the master holds it alone.
   void scatter(const MessageView& message, Emitter& out) override {
     class Stamp final : public Emitter {
      public:
-      Stamp(MasterInbound& part, const MessageView& input, Emitter& inner)
-          : part_(part), input_(input), inner_(inner) {}
+      Stamp(MasterInbound& part, Emitter& inner) : part_(part), inner_(inner) {}
       void emit(const MessageView& m) override {
         MessageView stamped = m;
-        std::string uuid;
-        if (stamped.cache.empty()) {
-          uuid = transport::make_uuid4();
-          stamped.cache = uuid;
-        }
-        stamped.dispatch_id = ++part_.next_id_;
+        transport::Uuid4Text uuid;
+        part_.stamp(stamped, uuid);
         inner_.emit(stamped);
       }
-      void emit_same() override { emit(input_); }
+      void emit_same() override { inner_.emit_same(); }
 
      private:
       MasterInbound& part_;
-      const MessageView& input_;
       Emitter& inner_;
     };
-    Stamp stamp(*this, message, out);
+    Stamp stamp(*this, out);
     master_.scatter(message, stamp);
+  }
+
+  bool restamp(Frame& same) override {
+    const FrameView* v = same.peek();
+    if (v == nullptr) {
+      PartCounters::bump(counters_.errors);
+      return false;
+    }
+    MessageView stamped = v->message;
+    transport::Uuid4Text uuid;
+    stamp(stamped, uuid);
+    // In place: the master's alone (not shared by a second emit_same) and
+    // already in the pool it goes out from.
+    const bool in_segment =
+        segment_ep_ == nullptr || same.pool()->region().base == segment_ep_->pool().region().base;
+    if (in_segment && same.rewrite(stamped)) return true;
+    auto built = build(stamped, *same.pool(), same.slot());
+    if (!built) {
+      PartCounters::bump(counters_.errors);
+      logger().error("{}: a message could not be stamped: {}", name(), built.error().describe());
+      return false;
+    }
+    same = std::move(*built);
+    return true;
   }
 
   Result<Frame> build(const MessageView& message, BlockPool& pool, SlotId slot) override {
@@ -89,6 +109,15 @@ class MasterInbound final : public InboundPart {
   }
 
  private:
+  // `uuid` holds the cache key stamped into m, if any: keep it alive.
+  void stamp(MessageView& m, transport::Uuid4Text& uuid) {
+    if (m.cache.empty()) {
+      transport::make_uuid4(uuid);
+      m.cache = std::string_view(uuid.data(), uuid.size());
+    }
+    m.dispatch_id = ++next_id_;
+  }
+
   Master& master_;
   shm::ShmEndpoint* segment_ep_ = nullptr;
   std::uint64_t next_id_ = 0;  // the part's thread only
@@ -370,7 +399,7 @@ class DispatchPart final : public OutboundPart {
     bool did = false;
     while (!pending_out_.empty()) {
       Pending& p = pending_out_.front();
-      const auto bytes = p.frame.view() ? p.frame.view()->wire.size() : 0;
+      const auto bytes = p.frame.wire_bytes();
       if (!router().try_push(target(), p.frame, kNoRoute, 0, p.since_ns)) {
         PartCounters::bump(counters_.stalls);
         break;

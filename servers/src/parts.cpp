@@ -19,12 +19,20 @@ constexpr int kBatch = 32;  // messages per endpoint per step: fairness between 
 
 // ---- inbound ------------------------------------------------------------------
 
-// Carries scatter's messages into the route, with the input's reply route.
+// Collects scatter's messages and carries them into the route in order,
+// after scatter returned, or in batches of kFlushAt while a long scatter
+// runs. Until then the input stays in this thread, so the message scatter
+// reads (viewed in the input's block) needs no extra reference; one is
+// taken only if the input leaves before scatter ends. A second emit_same
+// shares the input (nothing copied).
 class InboundPart::Out final : public Emitter {
  public:
-  Out(InboundPart& part, Frame& input, RouteId reply_to, std::uint64_t token, std::int64_t since)
-      : part_(part), input_(input), pool_(input.pool()), slot_(input.slot()),
-        reply_to_(reply_to), token_(token), since_(since) {}
+  Out(InboundPart& part, Frame& input, std::vector<Emitted>& emitted, RouteId reply_to,
+      std::uint64_t token, std::int64_t since)
+      : part_(part), input_(input), pool_(input.pool()), slot_(input.slot()), emitted_(emitted),
+        reply_to_(reply_to), token_(token), since_(since) {
+    emitted_.clear();
+  }
 
   void emit(const MessageView& message) override {
     auto frame = part_.build(message, *pool_, slot_);
@@ -34,47 +42,64 @@ class InboundPart::Out final : public Emitter {
                            frame.error().describe());
       return;
     }
-    push(*frame);
+    add(std::move(*frame), false);
   }
   void emit_same() override {
     if (input_) {
-      push(input_);  // the first time the input itself moves on
+      same_ = emitted_.size();
+      add(std::move(input_), true);  // the first time the input itself goes
       return;
     }
-    // Emitted twice: a second reference, nothing copied. The input moved on
-    // already, so re-share the frame kept for that.
-    if (!shared_) {
+    const Frame* same = same_ < emitted_.size() ? &emitted_[same_].frame : kept_ ? &kept_ : nullptr;
+    if (same == nullptr) {
       PartCounters::bump(part_.counters_.errors);
-      part_.logger().error("{}: emit_same after the input moved on", part_.name());
+      part_.logger().error("{}: emit_same without an input", part_.name());
       return;
     }
-    auto again = shared_.share();
-    if (again) push(*again);
+    if (auto again = same->share()) add(std::move(*again), true);
   }
-  int emitted() const noexcept { return emitted_; }
-  // Keeps a reference before the input moves, for a second emit_same.
-  void keep_input() {
-    if (auto s = input_.share()) shared_ = std::move(*s);
+  // Pushes what waits; returns how many went into the route in all.
+  int flush() {
+    for (Emitted& e : emitted_) {
+      if (e.same && !part_.restamp(e.frame)) continue;
+      Frame& frame = e.frame;
+      const auto bytes = frame.wire_bytes();
+      if (part_.emit(frame, part_.target(), reply_to_, token_, since_)) {
+        ++pushed_;
+        PartCounters::bump(part_.counters_.messages_out);
+        PartCounters::bump(part_.counters_.bytes_out, bytes);
+      }
+    }
+    emitted_.clear();
+    same_ = ~std::size_t{0};
+    return pushed_;
   }
 
  private:
-  void push(Frame& frame) {
-    const auto bytes = frame.view() ? frame.view()->wire.size() : 0;
-    if (part_.emit(frame, part_.target(), reply_to_, token_, since_)) {
-      ++emitted_;
-      PartCounters::bump(part_.counters_.messages_out);
-      PartCounters::bump(part_.counters_.bytes_out, bytes);
+  static constexpr std::size_t kFlushAt = 64;  // bounds the blocks a long scatter holds
+
+  void add(Frame frame, bool same) {
+    emitted_.push_back(Emitted{std::move(frame), same});
+    if (emitted_.size() < kFlushAt) return;
+    // The input leaves while scatter may still read it: keep a reference
+    // (which also keeps restamp from rewriting the bytes scatter reads).
+    if (same_ < emitted_.size() && !kept_) {
+      if (auto k = emitted_[same_].frame.share()) kept_ = std::move(*k);
     }
+    flush();
   }
+
   InboundPart& part_;
   Frame& input_;
   BlockPool* pool_;
   SlotId slot_;
+  std::vector<Emitted>& emitted_;
   RouteId reply_to_;
   std::uint64_t token_;
   std::int64_t since_;
-  Frame shared_;
-  int emitted_ = 0;
+  std::size_t same_ = ~std::size_t{0};  // where the input waits in emitted_
+  Frame kept_;                          // the input, once it left before scatter ended
+  int pushed_ = 0;
 };
 
 void InboundPart::scatter(const MessageView&, Emitter& out) { out.emit_same(); }
@@ -82,6 +107,8 @@ void InboundPart::scatter(const MessageView&, Emitter& out) { out.emit_same(); }
 Result<Frame> InboundPart::build(const MessageView& message, BlockPool& pool, SlotId slot) {
   return Frame::build(pool, slot, message);
 }
+
+bool InboundPart::restamp(Frame&) { return true; }
 
 Result<void> InboundPart::on_open() {
   if (address_.bind) {
@@ -127,17 +154,17 @@ bool InboundPart::take(Delivery& d, Endpoint& from) {
   PartCounters::bump(counters_.bytes_in, view->wire.size());
   const RouteId reply_to = block() ? input() : kNoRoute;
   const auto token = static_cast<std::uint64_t>(d.peer);
-  const MessageView message = view->message;  // valid while d.frame lives
+  const MessageView message = view->message;  // valid while the input is in this thread
   Frame input = std::move(d.frame);
-  Out out(*this, input, reply_to, token, since);
-  out.keep_input();  // also keeps `message`'s bytes alive once the input moved on
+  Out out(*this, input, emitted_, reply_to, token, since);
   try {
     scatter(message, out);
   } catch (const std::exception& e) {
     PartCounters::bump(counters_.errors);
     logger().error("{}: scatter failed on '{}': {}", name(), message.function, e.what());
   }
-  if (block() && out.emitted() == 0) {
+  const int pushed = out.flush();
+  if (block() && pushed == 0) {
     // Nothing was routed: answer at once so the requester does not hang.
     if (auto empty = env().context->raw(std::string_view{})) {
       Envelope to;
@@ -227,7 +254,7 @@ void OutboundPart::handle(Routed& item) {
 }
 
 bool OutboundPart::send(std::size_t i, Frame& frame) {
-  const auto bytes = frame.view() ? frame.view()->wire.size() : 0;
+  const auto bytes = frame.wire_bytes();
   int tries_after_stop = 0;
   for (;;) {
     const SendResult r = endpoints_[i]->send_for(frame, env().poll);
@@ -254,7 +281,7 @@ void OutboundPart::feedback(const Routed& origin, Frame& frame) {
     frame.reset();
     return;
   }
-  const auto bytes = frame.view() ? frame.view()->wire.size() : 0;
+  const auto bytes = frame.wire_bytes();
   if (emit(frame, to, kNoRoute, origin.token, origin.since_ns)) {
     PartCounters::bump(counters_.messages_out);
     PartCounters::bump(counters_.bytes_out, bytes);

@@ -40,8 +40,15 @@ std::int64_t Router::now_ns() noexcept {
 
 Router::Item Router::pack(Frame& frame, RouteId reply_to, std::uint64_t token,
                           std::int64_t since_ns) noexcept {
-  return Item{frame.pool(), frame.handle().bits(), static_cast<std::uint32_t>(frame.slot()),
-              reply_to, token, since_ns != 0 ? since_ns : now_ns()};
+  const FrameView* viewed = frame.cached_view();
+  return Item{frame.pool(),
+              frame.handle().bits(),
+              static_cast<std::uint32_t>(frame.slot()),
+              reply_to,
+              token,
+              since_ns != 0 ? since_ns : now_ns(),
+              viewed != nullptr,
+              viewed != nullptr ? *viewed : FrameView{}};
 }
 
 bool Router::try_push(RouteId route, Frame& frame, RouteId reply_to, std::uint64_t token,
@@ -68,7 +75,8 @@ bool Router::push_for(RouteId route, Frame& frame, std::chrono::nanoseconds time
 bool Router::try_pop(RouteId route, Routed& out) noexcept {
   Item item;
   if (!routes_[route].ring->try_pop(item)) return false;
-  out.frame = Frame(*item.pool, SlotId{item.slot}, Handle::from_bits(item.handle));
+  const Handle h = Handle::from_bits(item.handle);
+  out.frame = item.viewed ? Frame(*item.pool, SlotId{item.slot}, h, item.view) : Frame(*item.pool, SlotId{item.slot}, h);
   out.reply_to = item.reply_to;
   out.token = item.token;
   out.since_ns = item.since_ns;

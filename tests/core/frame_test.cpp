@@ -215,5 +215,100 @@ TEST_F(FrameTest, FrameOwnsOneReferenceAndSharesByCount) {
   EXPECT_TRUE(back.view());
 }
 
+// Rewriting in place: what a master does to the message a client sent it
+// (a cache key and a dispatch id) and to a worker's result (a topic, the
+// dispatch id cleared). The result must be byte for byte what building the
+// edited message gives, in the same block.
+TEST_F(FrameTest, RewriteStampsFieldsAroundThePayloadInTheSameBlock) {
+  std::string payload(64, 'p');
+  MessageView m = sample(bytes_of(payload));
+  m.cache = {};
+  auto f = Frame::build(*pool_, slot_, m);
+  ASSERT_TRUE(f) << f.error().describe();
+  const Handle before = f->handle();
+  auto v = f->view();
+  ASSERT_TRUE(v);
+  const std::byte* payload_at = v->message.payload.data();
+
+  MessageView stamped = v->message;  // views the frame's own bytes
+  stamped.cache = "d18e4a53-41a4-413e-8ce7-fe8533e469fe";
+  stamped.dispatch_id = 123456789;
+  ASSERT_TRUE(f->rewrite(stamped));
+  EXPECT_EQ(f->handle(), before);
+  auto w = f->view();
+  ASSERT_TRUE(w) << w.error().describe();
+  EXPECT_EQ(w->message.payload.data(), payload_at);  // not moved: the room was there
+  EXPECT_EQ(w->message.pipeline, m.pipeline);
+  EXPECT_EQ(w->message.client, m.client);
+  EXPECT_EQ(w->message.function, m.function);
+  EXPECT_EQ(w->message.cache, "d18e4a53-41a4-413e-8ce7-fe8533e469fe");
+  EXPECT_EQ(w->message.dispatch_id, 123456789u);
+  MessageView want_fields = m;
+  want_fields.cache = "d18e4a53-41a4-413e-8ce7-fe8533e469fe";
+  want_fields.dispatch_id = 123456789;
+  const auto want = encoded(want_fields);
+  ASSERT_EQ(w->wire.size(), want.size());
+  EXPECT_EQ(std::memcmp(w->wire.data(), want.data(), want.size()), 0);
+
+  // Then as a result going out: the client's uuid as topic (a view of the
+  // frame's own bytes), the dispatch id cleared, the stage bumped.
+  MessageView out = w->message;
+  out.dispatch_id = 0;
+  out.stage = 2;
+  ASSERT_TRUE(f->rewrite(out, out.client));
+  auto x = f->view();
+  ASSERT_TRUE(x);
+  EXPECT_EQ(x->topic, m.client);
+  want_fields.dispatch_id = 0;
+  want_fields.stage = 2;
+  const auto want2 = encoded(want_fields);
+  ASSERT_EQ(x->wire.size(), want2.size());
+  EXPECT_EQ(std::memcmp(x->wire.data(), want2.data(), want2.size()), 0);
+  auto parsed = view_frame(*pool_, f->handle());  // a receiver's validation
+  ASSERT_TRUE(parsed) << parsed.error().describe();
+  EXPECT_EQ(parsed->message.cache, want_fields.cache);
+}
+
+TEST_F(FrameTest, RewriteMovesThePayloadWhenTheRoomIsShortAndRefusesWhatCannotBeDone) {
+  // A frame parsed from a pylm peer's golden bytes: a long topic eats the
+  // room before the head, so the payload moves (one memmove, same block).
+  const auto wire = golden("master_eval.master_to_worker.hex");
+  auto h = parse_frame(*pool_, slot_, wire);
+  ASSERT_TRUE(h);
+  Frame f(*pool_, slot_, *h);
+  auto v = f.view();
+  ASSERT_TRUE(v);
+  const std::string payload(reinterpret_cast<const char*>(v->message.payload.data()), v->message.payload.size());
+  const std::string topic(100, 't');
+  MessageView m = v->message;
+  m.dispatch_id = 7;
+  ASSERT_TRUE(f.rewrite(m, topic));
+  auto w = f.view();
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->topic, topic);
+  EXPECT_EQ(w->message.dispatch_id, 7u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(w->message.payload.data()), w->message.payload.size()),
+            payload);
+
+  // Refused, nothing changed: another payload; a shared frame; a block too
+  // small for the new fields.
+  MessageView other = w->message;
+  other.payload = bytes_of("another payload");
+  EXPECT_FALSE(f.rewrite(other));
+  auto shared = f.share();
+  ASSERT_TRUE(shared);
+  MessageView same = w->message;
+  same.dispatch_id = 8;
+  EXPECT_FALSE(f.rewrite(same));
+  shared->reset();
+  const std::string huge_error(4096, 'e');
+  same.error = huge_error;
+  EXPECT_FALSE(f.rewrite(same));
+  auto after = f.view();
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->message.dispatch_id, 7u);
+  EXPECT_EQ(after->topic, topic);
+}
+
 }  // namespace
 }  // namespace palm

@@ -1,14 +1,12 @@
 #include "palm/transport/discovery.hpp"
 
-#include <boost/uuid/random_generator.hpp>
-#include <boost/uuid/uuid_io.hpp>
-
 #include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <random>
 #include <utility>
 
 namespace palm::transport {
@@ -26,21 +24,51 @@ void count_fork() noexcept {
 
 }  // namespace
 
-std::string make_uuid4() {
-  // One mt19937 generator per thread, seeded once from the OS (Boost's
-  // default generator reads getrandom(2) for every uuid: a system call per
-  // message a master stamps). Not a secret: pylm's cache keys need to be
-  // unique, not unguessable. Reseeded after a fork.
+void make_uuid4(Uuid4Text& out) noexcept {
+  // One 64-bit Mersenne twister per thread, seeded once from the OS
+  // (random_device reads getrandom(2): a system call per uuid would cost
+  // more than the message). Not a secret: pylm's cache keys need to be
+  // unique, not unguessable. Reseeded after a fork, so a child does not
+  // repeat its parent's sequence.
   static const int registered = pthread_atfork(nullptr, nullptr, count_fork);
   static_cast<void>(registered);
   struct Seeded {
-    boost::uuids::random_generator_mt19937 generate;
+    std::mt19937_64 generate;
     std::uint64_t generation = fork_generation.load(std::memory_order_relaxed);
+    Seeded() {
+      std::random_device os;
+      std::seed_seq seq{os(), os(), os(), os(), os(), os(), os(), os()};
+      generate.seed(seq);
+    }
   };
   thread_local std::optional<Seeded> seeded;
   const std::uint64_t now = fork_generation.load(std::memory_order_relaxed);
   if (!seeded || seeded->generation != now) seeded.emplace();
-  return boost::uuids::to_string(seeded->generate());
+  std::uint64_t hi = seeded->generate();
+  std::uint64_t lo = seeded->generate();
+  // RFC 4122: version 4 (bits 76-79 = 0100), variant 10 (bits 62-63).
+  hi = (hi & ~std::uint64_t{0xF000}) | std::uint64_t{0x4000};
+  lo = (lo & ~(std::uint64_t{3} << 62)) | (std::uint64_t{2} << 62);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::size_t at = 0;
+  const auto put = [&](std::uint64_t word, int nibbles, int shift) {
+    for (int i = 0; i < nibbles; ++i, shift -= 4) out[at++] = kHex[(word >> shift) & 0xF];
+  };
+  put(hi, 8, 60);
+  out[at++] = '-';
+  put(hi, 4, 28);
+  out[at++] = '-';
+  put(hi, 4, 12);
+  out[at++] = '-';
+  put(lo, 4, 60);
+  out[at++] = '-';
+  put(lo, 12, 44);
+}
+
+std::string make_uuid4() {
+  Uuid4Text text;
+  make_uuid4(text);
+  return std::string(text.data(), text.size());
 }
 
 Result<DiscoveryClient> DiscoveryClient::connect(Context& context, std::string db_address,

@@ -188,14 +188,18 @@ void HostEndpoint::note_loss(LocalPeer& p) noexcept {
 SendResult HostEndpoint::publish_locked(Frame& frame, const Prepared& prep, Clock::time_point deadline,
                                         bool may_wait) noexcept {
   BlockPool& pool = core_->pool();
-  auto view = view_frame(pool, prep.handle);
+  // Not copied: prep names the frame's own block, whose view it keeps.
+  auto view = prep.copied ? view_frame(pool, prep.handle) : frame.view();
   if (!view) {
     unprepare(pool, prep);
     Counters::add(counters_.errors);
     return SendResult::kInvalid;
   }
   const std::string_view topic = view->topic;
-  // Fan-out adds references: one per subscriber served, nothing copied.
+  const std::uint64_t bytes = view->wire.size();
+  // Fan-out adds references, one per subscriber but the last, which takes
+  // the publisher's own (or the copy's): nothing copied, and a lone
+  // subscriber costs one held-list move, not an add and a release.
   std::vector<LocalPeer*> waiting;
   std::size_t sent = 0;
   const auto deliver = [&](LocalPeer& p) {
@@ -208,10 +212,15 @@ SendResult HostEndpoint::publish_locked(Frame& frame, const Prepared& prep, Cloc
     ++sent;
     return true;
   };
+  LocalPeer* last = nullptr;  // ready, served after the others
+  const auto ready = [&](LocalPeer& p) {
+    if (last != nullptr && !deliver(*last)) note_loss(*last);
+    last = &p;
+  };
   for (LocalPeer& p : peers_) {
     if (!topic_matches(p.topics, topic)) continue;
     if (channel_has_room(*p.to_peer)) {
-      if (!deliver(p)) note_loss(p);
+      ready(p);
     } else if (p.lagging || !may_wait) {
       note_loss(p);  // already behind, or try_send: no waiting
     } else {
@@ -231,17 +240,34 @@ SendResult HostEndpoint::publish_locked(Frame& frame, const Prepared& prep, Cloc
         },
         limit);
     for (LocalPeer* p : waiting) {
-      if (!channel_has_room(*p->to_peer) || !deliver(*p)) note_loss(*p);
+      if (channel_has_room(*p->to_peer)) {
+        ready(*p);
+      } else {
+        note_loss(*p);
+      }
     }
   }
-  const std::uint64_t bytes = view->wire.size();
-  // The publisher's own reference (or the copy's) is dropped: every
-  // subscriber holds its own now.
-  if (prep.copied) {
-    unprepare(pool, prep);
-    Counters::add(counters_.copies);
+  bool given = false;  // the publisher's reference went to `last`
+  if (last != nullptr) {
+    // Room was seen and only this thread adds to the channel: the send
+    // fails only on a damaged ring or handle, then the reference stays ours.
+    given = channel_send(*last->to_peer, pool, prep.slot, prep.handle, 0, last->bell) == ChannelPush::kPushed;
+    if (given) {
+      last->lagging = false;
+      ++sent;
+    } else {
+      note_loss(*last);
+    }
   }
-  frame.reset();
+  if (prep.copied) {
+    if (!given) unprepare(pool, prep);
+    Counters::add(counters_.copies);
+    frame.reset();
+  } else if (given) {
+    static_cast<void>(frame.detach());  // unheld by channel_send: the subscriber's now
+  } else {
+    frame.reset();
+  }
   if (sent != 0) {
     Counters::add(counters_.messages_out, sent);
     Counters::add(counters_.bytes_out, bytes * sent);

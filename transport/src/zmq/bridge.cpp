@@ -12,7 +12,6 @@
 #include <new>
 
 #include "detail/log.hpp"
-#include "zmq/frames.hpp"
 
 namespace palm::transport::zeromq {
 namespace {
@@ -875,7 +874,7 @@ Bridge::Parsed Bridge::parse(Link& l, std::span<const std::byte> body, std::stri
       default: malformed(l, frame.error().describe()); return Parsed::kDropped;
     }
   }
-  out.handle = detach(*frame).bits();
+  out.handle = frame->detach().bits();
   out.body = raw ? Body::kRaw : Body::kMessage;
   out.event = Event::kMessage;
   Counters::bump(l.state->counters.messages_in);

@@ -13,7 +13,6 @@
 #include "detail/log.hpp"
 #include "palm/core/assert.hpp"
 #include "zmq/bridge.hpp"
-#include "zmq/frames.hpp"
 
 namespace palm::transport::zeromq {
 namespace {
@@ -203,7 +202,7 @@ class ZmqEndpoint final : public Endpoint {
     const SlotId slot = frame.slot();
     // The reference moves into the item before it is published: once pushed,
     // the bridge may send and release it at once.
-    item.handle = detach(frame).bits();
+    item.handle = frame.detach().bits();
     WaitResult r = WaitResult::kTimeout;
     if (!wait) {
       r = s.out.try_push(item) ? WaitResult::kReady : WaitResult::kTimeout;

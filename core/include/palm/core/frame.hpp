@@ -17,11 +17,15 @@
 // payload's length is known (FrameWriter): the user's bytes are written once,
 // straight into shared memory.
 //
-// A published frame is immutable: whoever receives a handle reads it; a
-// change is a new frame. Frames are reference counted by the pool.
+// A published frame is immutable while shared: whoever receives a handle
+// reads it; a change is a new frame. The one exception is Frame::rewrite,
+// by a holder whose reference is the only one left (a master stamping the
+// message a client sent it): the payload stays where it is, the fields
+// around it are written again. Frames are reference counted by the pool.
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -91,20 +95,30 @@ struct FrameView {
 // is destroyed (RAII for a handle). Move-only: a copy would be a second
 // reference, which share() makes explicit. Not thread-safe; a Frame may move
 // between threads of one process when its slot may.
+//
+// The first view() validates the frame and keeps the view: a published
+// frame is immutable and its block stays mapped while the reference is
+// held, so later views (counters, routing, sending) cost nothing. The kept
+// view moves with the Frame and is copied by share().
 class Frame {
  public:
   Frame() = default;
   // Adopts a reference that `slot` holds (from allocate, build_frame, hold).
   Frame(BlockPool& pool, SlotId slot, Handle h) noexcept : pool_(&pool), slot_(slot), handle_(h) {}
+  // The same, with the view this process validated for `h` before (a frame
+  // that crossed the router of its process): not validated again.
+  Frame(BlockPool& pool, SlotId slot, Handle h, const FrameView& viewed) noexcept
+      : pool_(&pool), slot_(slot), handle_(h), view_(viewed) {}
   Frame(Frame&& other) noexcept
       : pool_(std::exchange(other.pool_, nullptr)), slot_(other.slot_),
-        handle_(std::exchange(other.handle_, Handle{})) {}
+        handle_(std::exchange(other.handle_, Handle{})), view_(std::exchange(other.view_, std::nullopt)) {}
   Frame& operator=(Frame&& other) noexcept {
     if (this != &other) {
       reset();
       pool_ = std::exchange(other.pool_, nullptr);
       slot_ = other.slot_;
       handle_ = std::exchange(other.handle_, Handle{});
+      view_ = std::exchange(other.view_, std::nullopt);
     }
     return *this;
   }
@@ -123,6 +137,27 @@ class Frame {
   BlockPool* pool() const noexcept { return pool_; }
   SlotId slot() const noexcept { return slot_; }
   [[nodiscard]] Result<FrameView> view() const noexcept;
+  // The view, validated on first use; null for an empty or unreadable
+  // frame. Valid while this Frame holds its reference.
+  const FrameView* peek() const noexcept {
+    if (!view_) static_cast<void>(view());
+    return view_ ? &*view_ : nullptr;
+  }
+  // The view if validated already, else null (validates nothing).
+  const FrameView* cached_view() const noexcept { return view_ ? &*view_ : nullptr; }
+  // Bytes of the serialized message; 0 for an empty or unreadable frame.
+  std::size_t wire_bytes() const noexcept {
+    const FrameView* v = peek();
+    return v != nullptr ? v->wire.size() : 0;
+  }
+  // Rewrites the frame in place as `m` under `topic` when this reference is
+  // the only one and m's payload is this frame's own payload bytes (same
+  // place, same length): the fields before and after the payload are
+  // encoded again around it, nothing else moves (no new block, no payload
+  // copy). m's other fields and `topic` may view this frame's bytes. Returns
+  // false, with nothing changed, when that is not possible (shared, another
+  // payload, an empty payload, no room in the block); then build a new frame.
+  [[nodiscard]] bool rewrite(const MessageView& m, std::string_view topic = {}) noexcept;
   // A second reference for fan-out (the count goes up; nothing is copied).
   [[nodiscard]] Result<Frame> share() const noexcept;
   // The reference leaves this slot (sent through a channel): unheld, not
@@ -133,6 +168,7 @@ class Frame {
   // words (the router). Frame(pool, slot, h) takes it back. Empty -> null.
   Handle detach() noexcept {
     pool_ = nullptr;
+    view_.reset();
     return std::exchange(handle_, Handle{});
   }
   // Drops the reference now.
@@ -142,6 +178,9 @@ class Frame {
   BlockPool* pool_ = nullptr;
   SlotId slot_{};
   Handle handle_;
+  // Constructed only once viewed: an empty optional costs no zeroing of a
+  // FrameView per Frame.
+  mutable std::optional<FrameView> view_;
 };
 
 // Builds a frame whose payload the caller writes in place:

@@ -243,6 +243,10 @@ class BlockPool {
   // unchanged. kBadHandle if `slot` holds no reference to `h`.
   [[nodiscard]] Result<void> unhold(SlotId slot, Handle h) noexcept;
 
+  // Whether the caller's reference to `h` is the only one (refcount 1): no
+  // other holder, in any process, can read the block any more, so the
+  // caller may change it before it passes it on. False for an invalid handle.
+  bool sole_reference(Handle h) const noexcept;
   // Validates `h` and returns its block. Valid only while the caller holds
   // a reference; a racing free by a buggy peer makes the view stale.
   [[nodiscard]] Result<BlockView> resolve(Handle h) const noexcept;

@@ -67,15 +67,26 @@ class InboundPart : public Part {
   // A new message's frame, in the pool the input came in (a subclass may
   // prefer another: the shm segment's).
   virtual Result<Frame> build(const MessageView& message, BlockPool& pool, SlotId slot);
+  // Called once scatter returned, for each frame it emitted as is
+  // (emit_same), before it goes into the route: a part that stamps what it
+  // passes on (the master: a cache key, a dispatch id) changes it here,
+  // with Frame::rewrite when the frame is its alone, else into a new frame.
+  // False drops it. The default passes it on unchanged.
+  virtual bool restamp(Frame& same);
 
  private:
   class Out;
+  struct Emitted {
+    Frame frame;
+    bool same = false;  // emitted as is: restamp() it
+  };
   bool take(transport::Delivery& delivery, transport::Endpoint& from);
   bool answer_feedback();
 
   PartAddress address_;
   std::string bound_;
   std::size_t next_ = 0;  // round robin over endpoints
+  std::vector<Emitted> emitted_;  // one input's scatter output, pushed after scatter returns
 };
 
 class OutboundPart : public Part {

@@ -77,7 +77,9 @@ class Router {
   static std::int64_t now_ns() noexcept;
 
  private:
-  // Plain words only (MpmcRing moves items by memcpy).
+  // Plain words only (MpmcRing moves items by memcpy). The frame's view, when
+  // its pusher had validated it, rides along: the popper does not validate
+  // the same immutable frame again.
   struct Item {
     BlockPool* pool;
     std::uint64_t handle;
@@ -85,6 +87,8 @@ class Router {
     RouteId reply_to;
     std::uint64_t token;
     std::int64_t since_ns;
+    bool viewed;
+    FrameView view;
   };
   struct Route {
     std::string name;

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <array>
 #include <string_view>
 
 #include "palm/core/error.hpp"
@@ -27,6 +28,10 @@ namespace palm::transport {
 
 // A fresh random uuid4 as 36 characters ("d18e4a53-41a4-413e-8ce7-fe8533e469fe").
 std::string make_uuid4();
+// The same, into a caller's buffer: no allocation (a master stamps one per
+// message that comes without a cache key).
+using Uuid4Text = std::array<char, 36>;
+void make_uuid4(Uuid4Text& out) noexcept;
 
 class DiscoveryClient {
  public:

@@ -26,6 +26,7 @@ namespace {
 constexpr int kBatch = 32;
 constexpr std::uint32_t kRun = 16;  // messages to one worker in a row at most
 constexpr std::uint64_t kPylm = ~std::uint64_t{0};  // the "worker" of pylm's PUSH socket
+constexpr std::uint64_t kSamePlaceholder = ~std::uint64_t{0};  // Pending::id of a result to fill in
 
 std::string host_of(std::string_view address) {
   // tcp://HOST:PORT -> HOST; anything else -> loopback.
@@ -348,19 +349,29 @@ class DispatchPart final : public OutboundPart {
     const std::int64_t since = it->second.since_ns;
     inflight_.erase(it);
 
+    // What gather emits goes out in order once gather returned; the result
+    // passed on as is (emit_same, the default gather) is then rewritten in
+    // place (the topic, the stage, the dispatch id cleared) when the master
+    // holds it alone: no new frame per result.
     class Gathered final : public Emitter {
      public:
       Gathered(DispatchPart& part, const MessageView& input, const Frame& frame, std::int64_t since)
           : part_(part), input_(input), frame_(frame), since_(since) {}
       void emit(const MessageView& m) override { part_.publish(m, frame_, since_); }
-      void emit_same() override { part_.publish(input_, frame_, since_); }
+      void emit_same() override {
+        ++same_;
+        part_.pending_out_.push_back(Pending{Frame{}, kSamePlaceholder, since_});
+      }
+      int same() const noexcept { return same_; }
 
      private:
       DispatchPart& part_;
       const MessageView& input_;
       const Frame& frame_;
       std::int64_t since_;
+      int same_ = 0;
     };
+    const std::size_t first_new = pending_out_.size();
     Gathered out(*this, result, frame, since);
     try {
       master_.gather(result, out);
@@ -368,19 +379,70 @@ class DispatchPart final : public OutboundPart {
       PartCounters::bump(counters_.errors);
       logger().error("gather failed on '{}': {}", result.function, e.what());
     }
+    if (out.same() != 0) fill_same(result, frame, first_new, out.same());
     count_message();
     counters_.latency.record(std::chrono::nanoseconds(Router::now_ns() - since));
   }
 
-  void publish(const MessageView& m, const Frame& like, std::int64_t since) {
-    StreamEdit edit = default_stream(m, master_.name(), master_.config().pipelined);
+  // The placeholders gather's emit_same left in pending_out_ (from
+  // `first`): the result itself, rewritten in place for the last of them
+  // (the others, built first, read it as it came).
+  void fill_same(const MessageView& result, Frame& frame, std::size_t first, int count) {
+    for (std::size_t i = first; i < pending_out_.size(); ++i) {
+      Pending& p = pending_out_[i];
+      if (p.id != kSamePlaceholder) continue;
+      p.id = 0;
+      if (--count != 0) {
+        if (auto built = stream_frame(result, frame)) p.frame = std::move(*built);
+        continue;
+      }
+      StreamEdit edit;
+      if (!stream_edit(result, edit)) continue;
+      MessageView out = result;
+      out.stage = edit.stage;
+      out.dispatch_id = 0;  // palm's bookkeeping stays inside the master
+      if (frame.rewrite(out, edit.topic)) {
+        p.frame = std::move(frame);
+      } else if (auto built = build_out(out, frame, edit.topic)) {
+        p.frame = std::move(*built);
+      }
+    }
+    // Placeholders left empty (a failure, logged) are dropped by flush_out.
+  }
+
+  bool stream_edit(const MessageView& m, StreamEdit& edit) {
+    edit = default_stream(m, master_.name(), master_.config().pipelined);
     try {
       master_.handle_stream(m, edit);
     } catch (const std::exception& e) {
       PartCounters::bump(counters_.errors);
       logger().error("handle_stream failed on '{}': {}", m.function, e.what());
-      return;
+      return false;
     }
+    return true;
+  }
+
+  Result<Frame> build_out(const MessageView& out, const Frame& like, std::string_view topic) {
+    auto frame = Frame::build(*like.pool(), like.slot(), out, topic);
+    if (!frame) {
+      PartCounters::bump(counters_.errors);
+      logger().error("a result could not be built: {}", frame.error().describe());
+    }
+    return frame;
+  }
+
+  Result<Frame> stream_frame(const MessageView& m, const Frame& like) {
+    StreamEdit edit;
+    if (!stream_edit(m, edit)) return make_error(Errc::kInvalidArgument, "handle_stream failed");
+    MessageView out = m;
+    out.stage = edit.stage;
+    out.dispatch_id = 0;
+    return build_out(out, like, edit.topic);
+  }
+
+  void publish(const MessageView& m, const Frame& like, std::int64_t since) {
+    StreamEdit edit;
+    if (!stream_edit(m, edit)) return;
     MessageView out = m;
     out.stage = edit.stage;
     out.dispatch_id = 0;  // palm's bookkeeping stays inside the master
@@ -399,6 +461,10 @@ class DispatchPart final : public OutboundPart {
     bool did = false;
     while (!pending_out_.empty()) {
       Pending& p = pending_out_.front();
+      if (!p.frame) {  // a result that could not be made (logged)
+        pending_out_.pop_front();
+        continue;
+      }
       const auto bytes = p.frame.wire_bytes();
       if (!router().try_push(target(), p.frame, kNoRoute, 0, p.since_ns)) {
         PartCounters::bump(counters_.stalls);

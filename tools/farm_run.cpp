@@ -207,12 +207,17 @@ class Payloads {
 
   void write(std::uint64_t seq, std::string& out) const {
     out.resize(size_);
-    char digits[32];
-    std::snprintf(digits, sizeof digits, "%0*llu", static_cast<int>(kSeqDigits),
-                  static_cast<unsigned long long>(seq));
-    std::memcpy(out.data(), digits, kSeqDigits);
-    std::memcpy(out.data() + kSeqDigits, lower_.data() + offset(seq), size_ - kSeqDigits);
+    write(seq, std::as_writable_bytes(std::span<char>(out.data(), out.size())));
   }
+  // Into a frame's payload (at least size() bytes): returns the bytes written.
+  std::size_t write(std::uint64_t seq, std::span<std::byte> out) const {
+    char* p = reinterpret_cast<char*>(out.data());
+    std::uint64_t rest = seq;
+    for (std::size_t i = kSeqDigits; i-- > 0; rest /= 10) p[i] = static_cast<char>('0' + rest % 10);
+    std::memcpy(p + kSeqDigits, lower_.data() + offset(seq), size_ - kSeqDigits);
+    return size_;
+  }
+  std::size_t size() const noexcept { return size_; }
 
   // The sequence number the reply answers, if it is the right reply to
   // some message (sha256: 0 when it is 64 lower-case hex digits; the
@@ -540,18 +545,23 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
     const auto run_job = [&](FarmPhase phase, std::uint64_t count) -> std::optional<std::string> {
       const std::uint64_t first = next_seq, end = next_seq + count;
       progress(phase, 0);
-      auto replies = client->job(
-          function,
-          [&](std::string& payload) {
-            if (next_seq == end || cancelled()) return false;
-            payloads.write(next_seq++, payload);
+      // In place: the producer writes each payload straight into its frame,
+      // the check reads each reply where it lies.
+      auto replies = client->job_in_place(
+          function, payloads.size(),
+          [&](std::span<std::byte> out) -> std::optional<std::size_t> {
+            if (next_seq == end || cancelled()) return std::nullopt;
+            const std::size_t n = payloads.write(next_seq++, out);
             // A progress bar's pace: every 256 messages.
             if (o.progress && (next_seq & 255) == 0) {
               o.progress(phase, static_cast<double>(next_seq - first) / static_cast<double>(count));
             }
-            return true;
+            return n;
           },
-          [&](std::string_view reply) { check(reply); }, count);
+          [&](std::span<const std::byte> reply) {
+            check(std::string_view(reinterpret_cast<const char*>(reply.data()), reply.size()));
+          },
+          count);
       if (cancelled()) return "interrupted";
       if (!replies) return "job: " + replies.error().describe();
       if (*replies != count) return fmt::format("job: {} replies to {} messages", *replies, count);

@@ -12,11 +12,13 @@ constexpr std::size_t kAlign = 8;
 
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
 
-// Room for a later Frame::rewrite: a uuid4 cache field (38 bytes) or a
-// uuid4 topic (36) before the head; a dispatch id and flags after the tail.
+// Room for later Frame::rewrites: a uuid4 cache field (38 bytes) and then
+// a uuid4 topic (36) before the head (a master stamps a client's message,
+// a worker echoes it, the master publishes it); a dispatch id and flags
+// after the tail.
 // Left only where the block has it spare anyway (its size class rounds the
 // frame up): frames never take a larger block for it.
-constexpr std::size_t kRewriteHeadRoom = 48;
+constexpr std::size_t kRewriteHeadRoom = 80;
 constexpr std::size_t kRewriteTailRoom = 16;
 
 std::size_t head_room(const BlockPool& pool, std::size_t need) {

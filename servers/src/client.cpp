@@ -273,6 +273,23 @@ bool Client::accept(transport::Delivery& d, std::string& out) {
   return true;
 }
 
+bool Client::accept_view(transport::Delivery& d, std::span<const std::byte>& out) {
+  std::string ignored;
+  if (d.event != transport::Event::kMessage) return false;
+  const FrameView* view = d.frame.peek();
+  if (view == nullptr) return accept(d, ignored);  // logs it
+  if (view->topic != uuid_ || !view->message.error.empty()) {
+    // The rare paths (counted and logged there); the payload is then
+    // viewed again below.
+    if (!accept(d, ignored)) return false;
+    out = view->message.payload;
+    return true;
+  }
+  out = view->message.payload;
+  counters_.received.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  return true;
+}
+
 void Client::drop_stale() {
   transport::Delivery d;
   std::string ignored;
@@ -350,24 +367,89 @@ Result<std::vector<std::string>> Client::eval(std::string_view function, std::sp
 Result<std::uint64_t> Client::job(std::string_view function, const std::function<bool(std::string& payload)>& next,
                                   const std::function<void(std::string_view reply)>& on_reply,
                                   std::uint64_t messages, std::string_view cache) {
+  std::string payload;
+  std::string reply;
+  const auto make = [&](Frame& out) -> Result<Made> {
+    if (!next(payload)) return Made::kDone;
+    MessageView m;
+    m.pipeline = pipeline_;
+    m.client = uuid_;
+    m.function = function;
+    m.cache = cache;
+    m.payload = bytes_of(payload);
+    auto f = build(m);
+    if (!f) return tl::unexpected(std::move(f.error()));
+    out = std::move(*f);
+    return Made::kBuilt;
+  };
+  return run_job(
+      function, make,
+      [&](transport::Delivery& d) {
+        if (!accept(d, reply)) return false;
+        on_reply(reply);
+        return true;
+      },
+      messages);
+}
+
+std::pair<BlockPool*, SlotId> Client::push_pool() const {
+  if (push_->scheme() == transport::Scheme::kShm) {
+    if (auto* shm = dynamic_cast<shm::ShmEndpoint*>(push_.get()); shm != nullptr) return {&shm->pool(), shm->slot()};
+  }
+  return {&ctx_->pool(), ctx_->slot()};
+}
+
+Result<std::uint64_t> Client::job_in_place(std::string_view function, std::size_t max_payload, const Fill& fill,
+                                           const OnReplyBytes& on_reply, std::uint64_t messages,
+                                           std::string_view cache) {
+  const auto [pool, slot] = push_pool();
+  MessageView fields;
+  fields.pipeline = pipeline_;
+  fields.client = uuid_;
+  fields.function = function;
+  fields.cache = cache;
+  FrameWriter writer;
+  const auto make = [&](Frame& out) -> Result<Made> {
+    if (auto r = writer.begin(*pool, slot, fields, {}, max_payload); !r) return tl::unexpected(std::move(r.error()));
+    const std::optional<std::size_t> n = fill(writer.payload());
+    if (!n) {
+      writer.abandon();
+      return Made::kDone;
+    }
+    auto h = writer.commit(*n);
+    if (!h) return tl::unexpected(std::move(h.error()));
+    out = Frame(*pool, slot, *h);
+    return Made::kBuilt;
+  };
+  std::span<const std::byte> reply;
+  return run_job(
+      function, make,
+      [&](transport::Delivery& d) {
+        if (!accept_view(d, reply)) return false;
+        on_reply(reply);
+        return true;
+      },
+      messages);
+}
+
+Result<std::uint64_t> Client::run_job(std::string_view function, const std::function<Result<Made>(Frame&)>& make,
+                                      const std::function<bool(transport::Delivery&)>& on_reply,
+                                      std::uint64_t messages) {
   std::lock_guard lock(call_mu_);
   drop_stale();
   const std::uint64_t window = std::max<std::uint32_t>(options_.window, 1);
   std::uint64_t sent = 0;
   std::uint64_t got = 0;
   bool done_sending = false;
-  std::string payload;
   Frame pending;  // built, not yet taken by the PUSH
   transport::Delivery d;
-  std::string reply;
   auto last_progress = Clock::now();
 
   const auto finished = [&] { return messages > 0 ? got >= messages : done_sending && got >= sent; };
   // Hands one delivery to the caller if it is a reply for us.
   const auto take = [&]() {
-    if (!accept(d, reply)) return false;
+    if (!on_reply(d)) return false;
     ++got;
-    on_reply(reply);
     return true;
   };
 
@@ -378,19 +460,12 @@ Result<std::uint64_t> Client::job(std::string_view function, const std::function
     // master's scatter may answer more than once, hence the guard).
     while (!done_sending && (sent > got ? sent - got : 0) < window) {
       if (!pending) {
-        if (!next(payload)) {
+        auto made = make(pending);
+        if (!made) return tl::unexpected(std::move(made.error()));
+        if (*made == Made::kDone) {
           done_sending = true;
           break;
         }
-        MessageView m;
-        m.pipeline = pipeline_;
-        m.client = uuid_;
-        m.function = function;
-        m.cache = cache;
-        m.payload = bytes_of(payload);
-        auto f = build(m);
-        if (!f) return tl::unexpected(std::move(f.error()));
-        pending = std::move(*f);
       }
       const transport::SendResult r = push_->try_send(pending);
       if (r == transport::SendResult::kQueued) {

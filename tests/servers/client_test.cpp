@@ -3,6 +3,8 @@
 // the transport choice, palm's error field, replies under another topic.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -155,6 +157,35 @@ TEST_P(ClientVsPalm, CarriesBothWaysOnTheChosenTransport) {
   std::sort(replies.begin(), replies.end());
   std::sort(expected.begin(), expected.end());
   EXPECT_EQ(replies, expected);
+}
+
+// job_in_place: payloads written straight into their frames (some shorter
+// than the room asked for), replies read where they lie; every one back.
+TEST_P(ClientVsPalm, JobInPlaceWritesIntoFramesAndReadsRepliesInPlace) {
+  auto c = connect();
+  ASSERT_NE(c, nullptr);
+  constexpr int kMessages = 1000;
+  int next = 0;
+  std::vector<std::string> replies, expected;
+  for (int k = 0; k < kMessages; ++k) expected.push_back("echo:" + std::to_string(k));
+  auto n = c->job_in_place(
+      "echo_server.echo", 16,
+      [&](std::span<std::byte> out) -> std::optional<std::size_t> {
+        if (next == kMessages) return std::nullopt;
+        EXPECT_EQ(out.size(), 16u);
+        const std::string p = std::to_string(next++);
+        std::memcpy(out.data(), p.data(), p.size());
+        return p.size();
+      },
+      [&](std::span<const std::byte> reply) {
+        replies.emplace_back(reinterpret_cast<const char*>(reply.data()), reply.size());
+      });
+  ASSERT_TRUE(n) << n.error().describe();
+  EXPECT_EQ(*n, static_cast<std::uint64_t>(kMessages));
+  std::sort(replies.begin(), replies.end());
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(replies, expected);
+  EXPECT_EQ(c->stats().received, static_cast<std::uint64_t>(kMessages));
 }
 
 // A reply with palm's error field is a reply (pylm peers see b'0'), counted

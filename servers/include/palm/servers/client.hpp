@@ -130,6 +130,15 @@ class Client {
                                           const std::function<bool(std::string& payload)>& next,
                                           const std::function<void(std::string_view reply)>& on_reply,
                                           std::uint64_t messages = 0, std::string_view cache = {});
+  // job without copies: `fill` writes each payload straight into its
+  // frame's block (up to `max_payload` bytes; it returns the bytes written,
+  // or nullopt when there are no more), and `on_reply` reads each reply's
+  // payload where it lies (valid during the call only). Otherwise as job.
+  using Fill = std::function<std::optional<std::size_t>(std::span<std::byte> out)>;
+  using OnReplyBytes = std::function<void(std::span<const std::byte> reply)>;
+  [[nodiscard]] Result<std::uint64_t> job_in_place(std::string_view function, std::size_t max_payload,
+                                                   const Fill& fill, const OnReplyBytes& on_reply,
+                                                   std::uint64_t messages = 0, std::string_view cache = {});
 
   // pylm's set(value, key=None): returns the key the server stored (a uuid4
   // if `key` is empty). With a session the key sent is session + key.
@@ -158,6 +167,19 @@ class Client {
                                       std::string_view cache, std::chrono::steady_clock::time_point deadline);
   // Takes one delivery; true if it was a reply for us (in `out`).
   bool accept(transport::Delivery& d, std::string& out);
+  // As accept, the payload viewed in d's frame.
+  bool accept_view(transport::Delivery& d, std::span<const std::byte>& out);
+  // The loop of job and job_in_place. `make` builds the next frame into its
+  // argument: kBuilt, kDone (no more), or an error; `on_reply` hands a
+  // delivery to the caller and tells whether it was a reply.
+  enum class Made : std::uint8_t { kBuilt, kDone };
+  [[nodiscard]] Result<std::uint64_t> run_job(std::string_view function,
+                                              const std::function<Result<Made>(Frame&)>& make,
+                                              const std::function<bool(transport::Delivery&)>& on_reply,
+                                              std::uint64_t messages);
+  // Where a frame for the PUSH is cheapest to build: the shm segment's pool
+  // (no copy on send) or the context's.
+  std::pair<BlockPool*, SlotId> push_pool() const;
   // Waits (sliced for `cancel`) up to `deadline` for a reply for us.
   // kTimeout / kClosed errors name `what`.
   [[nodiscard]] Result<std::string> await_reply(std::chrono::steady_clock::time_point deadline,

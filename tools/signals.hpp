@@ -2,7 +2,8 @@
 // SIGINT and SIGTERM for the `palm` subcommands, without signal handlers:
 // block_stop_signals() blocks both in the calling thread before any other
 // thread starts (every thread inherits the mask, so the kernel delivers them
-// to nobody), and a StopSignals thread takes them with sigtimedwait and runs
+// to nobody), and a StopSignals thread takes them from a signalfd (asleep in
+// poll until one comes or stop() is called) and runs
 // the command's reaction (stop a server or a worker, set a flag) on itself,
 // an ordinary thread: no code runs in a signal handler.
 #include <signal.h>
@@ -31,8 +32,8 @@ class StopSignals {
   StopSignals(const StopSignals&) = delete;  // owns a thread
   StopSignals& operator=(const StopSignals&) = delete;
 
-  // Ends the waiting (within about 100 ms, or at once if on_signal is
-  // waiting in wait_stopped_for) and joins the thread. Idempotent; not from
+  // Ends the waiting (at once: an eventfd wakes the thread) and joins the
+  // thread. Idempotent; not from
   // on_signal itself.
   void stop() noexcept;
   // The signal taken (SIGINT or SIGTERM), 0 if none. Final after stop().
@@ -42,13 +43,16 @@ class StopSignals {
 
  private:
   void run();
+  void take(int sig);
 
   std::function<void(int)> on_signal_;
   std::mutex mutex_;
   std::condition_variable stopped_cv_;
   bool stopped_ = false;  // under mutex_
-  // done_: set by stop() (release), polled by the thread between 100 ms
-  // waits (acquire); the mutex above covers wait_stopped_for.
+  int signal_fd_ = -1;  // SIGINT and SIGTERM, read by the thread
+  int wake_fd_ = -1;    // written by stop()
+  // done_: set by stop() (release), read by the thread after each wake-up
+  // (acquire); the mutex above covers wait_stopped_for.
   std::atomic<bool> done_{false};
   // caught_: stored by the thread before on_signal runs (release), read by
   // caught() (acquire); after the join every value is final.

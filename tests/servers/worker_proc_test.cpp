@@ -280,7 +280,25 @@ class WorkerDispatchProc : public ::testing::Test {
       EXPECT_EQ(results[500 + i].first, cases[i].second) << cases[i].first;
       EXPECT_EQ(results[500 + i].second.empty(), cases[i].second != "0") << results[500 + i].second;
     }
-    EXPECT_EQ(dispatcher.credits(peer), 4u);  // each result returned its credit
+    // Each result returned its credit. The worker stays for a fifth message
+    // (--messages 5), so it is still attached when this is read.
+    EXPECT_EQ(dispatcher.credits(peer), 4u);
+    MessageView last;
+    last.function = "_.echo";
+    last.payload = bytes_of("last");
+    last.dispatch_id = 999;
+    auto f = master_.build(last);
+    ASSERT_TRUE(f);
+    ASSERT_EQ(dispatcher.send_for(*f, 5s, {peer}), SendResult::kQueued);
+    bool answered = false;
+    for (int i = 0; i < 150 && !answered; ++i) {
+      Delivery d;
+      if (dispatcher.recv_for(d, 100ms) != WaitResult::kReady || d.event != Event::kMessage) continue;
+      auto v = d.frame.view();
+      ASSERT_TRUE(v);
+      answered = v->message.dispatch_id == 999 && string_of(v->message.payload) == "last";
+    }
+    EXPECT_TRUE(answered);
   }
 
   palm::test::ShmGuard segment_{palm::test::unique_name("wproc")};
@@ -292,7 +310,7 @@ class WorkerDispatchProc : public ::testing::Test {
 
 TEST_F(WorkerDispatchProc, OverShmWhenPalmTransportIsShm) {
   std::string out, err;
-  Child worker = spawn_worker(files_, {"--name", "w", "--db", cache_->address(), "--messages", "4", "--credits", "4"},
+  Child worker = spawn_worker(files_, {"--name", "w", "--db", cache_->address(), "--messages", "5", "--credits", "4"},
                               "shm", out, err);
   ASSERT_TRUE(worker.running());
   dispatch_and_check(*shm_);
@@ -304,7 +322,7 @@ TEST_F(WorkerDispatchProc, OverShmWhenPalmTransportIsShm) {
 
 TEST_F(WorkerDispatchProc, OverTcpWhenPalmTransportIsTcp) {
   std::string out, err;
-  Child worker = spawn_worker(files_, {"--name", "w", "--db", cache_->address(), "--messages", "4", "--credits", "4"},
+  Child worker = spawn_worker(files_, {"--name", "w", "--db", cache_->address(), "--messages", "5", "--credits", "4"},
                               "tcp", out, err);
   ASSERT_TRUE(worker.running());
   dispatch_and_check(*tcp_);

@@ -302,7 +302,10 @@ int run_bench(BenchOptions o, const CLI::App& cmd) {
       FarmRunOptions f;
       f.workers = c.workers;
       f.messages = o.messages != 0 ? o.messages : default_messages(c.payload, o.quick);
-      f.warmup = std::clamp<std::uint64_t>(f.messages / 10, 1, 2000);
+      // A tenth of the job, and at least 100 messages: enough to fill the
+      // client's window a few times, so a large payload's blocks are cut
+      // and first touched in every process before the timing starts.
+      f.warmup = std::clamp<std::uint64_t>(std::max<std::uint64_t>(f.messages / 10, 100), 1, 2000);
       f.evals = o.evals != 0 ? o.evals : default_evals(c.payload, o.quick);
       f.payload = c.payload;
       f.method = o.method;

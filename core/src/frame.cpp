@@ -172,6 +172,7 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
   scratch.resize(aside);
   std::size_t at = 0;
   const auto keep = [&](std::string_view s) {
+    if (s.empty()) return std::string_view{};  // its data() may be null: no memcpy
     std::memcpy(scratch.data() + at, s.data(), s.size());
     const std::string_view kept(scratch.data() + at, s.size());
     at += s.size();

@@ -355,8 +355,8 @@ class DispatchPart final : public OutboundPart {
     // holds it alone: no new frame per result.
     class Gathered final : public Emitter {
      public:
-      Gathered(DispatchPart& part, const MessageView& input, const Frame& frame, std::int64_t since)
-          : part_(part), input_(input), frame_(frame), since_(since) {}
+      Gathered(DispatchPart& part, const Frame& frame, std::int64_t since)
+          : part_(part), frame_(frame), since_(since) {}
       void emit(const MessageView& m) override { part_.publish(m, frame_, since_); }
       void emit_same() override {
         ++same_;
@@ -366,13 +366,12 @@ class DispatchPart final : public OutboundPart {
 
      private:
       DispatchPart& part_;
-      const MessageView& input_;
       const Frame& frame_;
       std::int64_t since_;
       int same_ = 0;
     };
     const std::size_t first_new = pending_out_.size();
-    Gathered out(*this, result, frame, since);
+    Gathered out(*this, frame, since);
     try {
       master_.gather(result, out);
     } catch (const std::exception& e) {

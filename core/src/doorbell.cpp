@@ -78,6 +78,18 @@ std::chrono::nanoseconds Doorbell::default_spin() noexcept {
   return spin;
 }
 
+unsigned Doorbell::default_spin_rounds() noexcept {
+  static const unsigned rounds = [] {
+    const char* env = std::getenv("PALM_SPIN_ROUNDS");
+    if (env == nullptr || *env == '\0') return kDefaultSpinRounds;
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (*end != '\0' || n < 0 || n > 4096) return kDefaultSpinRounds;  // ignored, as documented
+    return static_cast<unsigned>(n);
+  }();
+  return rounds;
+}
+
 const char* to_string(WaitResult result) noexcept {
   switch (result) {
     case WaitResult::kReady: return "ready";

@@ -24,7 +24,7 @@ using transport::SendResult;
 namespace {
 
 constexpr int kBatch = 32;
-constexpr std::uint32_t kRun = 16;  // messages to one worker in a row at most
+constexpr std::uint32_t kRun = 16;  // messages in flight at one worker before the next takes any
 constexpr std::uint64_t kPylm = ~std::uint64_t{0};  // the "worker" of pylm's PUSH socket
 constexpr std::uint64_t kSamePlaceholder = ~std::uint64_t{0};  // Pending::id of a result to fill in
 
@@ -195,6 +195,7 @@ class DispatchPart final : public OutboundPart {
 
  private:
   struct Worker {
+    std::uint64_t key = 0;  // in workers_
     std::size_t endpoint = 0;
     PeerId peer = PeerId::kNone;
     std::uint32_t credits = 0;
@@ -246,10 +247,10 @@ class DispatchPart final : public OutboundPart {
               // The lock keeps worker_loads() off the map while it changes.
               const std::lock_guard lock(workers_mu_);
               workers_.erase(key);
-              workers_.try_emplace(key, e, d.peer, d.credits, shm_dispatcher_[e]);
+              workers_.try_emplace(key, key, e, d.peer, d.credits, shm_dispatcher_[e]);
             }
-            std::erase(order_, key);
-            order_.push_back(key);
+            std::erase_if(order_, [key](const Worker* w) { return w->key == key; });
+            order_.push_back(&workers_.find(key)->second);
             logger().info("a palm worker joined over {} with {} credits ({} workers)",
                           shm_dispatcher_[e] ? "shm" : "tcp", d.credits, workers_.size());
             break;
@@ -291,7 +292,7 @@ class DispatchPart final : public OutboundPart {
       const std::lock_guard lock(workers_mu_);
       workers_.erase(it);
     }
-    std::erase(order_, key);
+    std::erase_if(order_, [key](const Worker* w) { return w->key == key; });
     std::size_t resent = 0;
     for (auto e = inflight_.begin(); e != inflight_.end();) {
       if (e->second.worker == key) {
@@ -546,35 +547,43 @@ class DispatchPart final : public OutboundPart {
   bool send_to_a_worker(Pending& p) {
     auto keep = p.frame.share();
     if (!keep) return false;
-    // palm workers first, round robin over those with credit, in runs of up
-    // to kRun messages per worker: a worker woken for one message finds the
-    // next ones there (one wake-up per run, not per message: with more
-    // workers than cores each wake-up is a context switch), while a short
-    // job of slow messages still spreads over the workers.
+    // palm workers first, in joining order: the first with credit and fewer
+    // than kRun messages in flight takes it. A trickle stays on one worker
+    // and the others fall asleep (with more workers than cores, every awake
+    // one costs its peers context switches); under load a worker takes up
+    // to kRun before the next is used, so a worker woken for one message
+    // finds the next ones there, and a short job of slow messages still
+    // spreads. When every worker holds kRun, the one holding fewest (with
+    // credit) takes it, so deep credits still fill.
     for (std::size_t tries = 0; tries < order_.size(); ++tries) {
-      if (tries != 0 || run_ >= kRun || rr_ >= order_.size()) {
-        rr_ = (rr_ + 1) % order_.size();
-        run_ = 0;
+      Worker* pick = nullptr;
+      std::uint32_t fewest = ~0u;
+      for (Worker* w : order_) {
+        if (w->credits == 0) continue;
+        const std::uint32_t held = w->held.load(std::memory_order_relaxed);
+        if (held < kRun) {
+          pick = w;
+          break;
+        }
+        if (held < fewest) {
+          fewest = held;
+          pick = w;
+        }
       }
-      const std::uint64_t key = order_[rr_];
-      Worker& w = workers_.find(key)->second;  // order_ names attached workers only
-      if (w.credits == 0) continue;
+      if (pick == nullptr) break;
+      Worker& w = *pick;
       Envelope to;
       to.peer = w.peer;
       const SendResult r = endpoints_[w.endpoint]->try_send(p.frame, to);
       if (r == SendResult::kQueued) {
         --w.credits;
-        ++run_;
         w.held.store(w.held.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         PartCounters::bump(w.shm ? c_.dispatched_shm : c_.dispatched_tcp);
-        inflight_[p.id] = InFlight{std::move(*keep), key, Router::now_ns(), p.since_ns};
+        inflight_[p.id] = InFlight{std::move(*keep), w.key, Router::now_ns(), p.since_ns};
         return true;
       }
-      if (r == SendResult::kNoCredit || r == SendResult::kFull) {
-        w.credits = 0;
-        continue;
-      }
-      // kPeerGone, kClosed: its kPeerGone event will follow; skip it now.
+      // kNoCredit, kFull; or kPeerGone, kClosed, whose kPeerGone event will
+      // follow: skip it until its credits come back.
       w.credits = 0;
     }
     // pylm workers: only while one is connected, and a bounded number.
@@ -604,9 +613,8 @@ class DispatchPart final : public OutboundPart {
   // The part's thread only.
   std::unordered_map<std::uint64_t, Worker> workers_;  // changed under workers_mu_
   mutable std::mutex workers_mu_;  // workers_' inserts and erases vs worker_loads()
-  std::vector<std::uint64_t> order_;  // worker keys, in joining order
-  std::size_t rr_ = 0;
-  std::uint32_t run_ = 0;  // messages sent to order_[rr_] in a row
+  // The workers in joining order (unordered_map nodes do not move).
+  std::vector<Worker*> order_;
   std::unordered_map<std::uint64_t, InFlight> inflight_;  // by dispatch id
   std::unordered_multimap<std::string, std::uint64_t> pylm_by_cache_;
   std::uint32_t pylm_inflight_ = 0;

@@ -75,6 +75,30 @@ TEST(Doorbell, WaitSeesThePredicateTurnTrueAtTheDeadline) {
   EXPECT_EQ(bell.wait_for([&] { return ++calls > 3; }, 1ms, kNoSpin), WaitResult::kReady);
 }
 
+TEST(Doorbell, ASpinLastsItsRoundsEvenWhenItsTimeBudgetIsSpent) {
+  // A 1 ns budget is spent at the first clock read; the round count keeps
+  // the waiter looking (then it sleeps until the timeout). A fresh thread:
+  // a thread whose last wait timed out skips the spin (idle_waiter).
+  std::uint64_t calls = 0;
+  WaitResult r = WaitResult::kReady;
+  std::thread waiter([&] {
+    Doorbell bell;
+    r = bell.wait_for([&] { return ++calls, false; }, 20ms, std::chrono::nanoseconds(1));
+  });
+  waiter.join();
+  EXPECT_EQ(r, WaitResult::kTimeout);
+  EXPECT_GE(calls, Doorbell::default_spin_rounds());
+  // With no spin asked for, the rounds do not apply: a handful of looks.
+  calls = 0;
+  std::thread sleeper([&] {
+    Doorbell bell;
+    r = bell.wait_for([&] { return ++calls, false; }, 5ms, kNoSpin);
+  });
+  sleeper.join();
+  EXPECT_EQ(r, WaitResult::kTimeout);
+  EXPECT_LT(calls, 16u);
+}
+
 TEST(Doorbell, RingBumpsTheSequence) {
   Doorbell bell;
   bell.ring();

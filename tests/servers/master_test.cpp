@@ -54,6 +54,10 @@ class WorkerThread {
     add_builtin_methods(methods);
     const std::string tag = o.name;
     methods.on("tag", [tag](const Call& c) { return Output(tag + ":" + std::string(c.payload_text())); });
+    methods.on("slow", [tag](const Call& c) {
+      std::this_thread::sleep_for(2ms);
+      return Output(tag + ":" + std::string(c.payload_text()));
+    });
     methods.on("fill", [](const Call& c) {
       const std::string text = "filled:" + std::string(c.payload_text());
       return Output::fill(text.size(), [text](std::span<std::byte> room) {
@@ -143,6 +147,41 @@ TEST_F(MasterTest, ShmAndTcpWorkersServeOneMasterEachResultOnce) {
   // Nothing left after a quiet moment.
   transport::Delivery d;
   EXPECT_EQ(client_.sub().recv_for(d, 200ms), WaitResult::kTimeout);
+}
+
+// "Feed the busiest workers, let the rest sleep": a trickle (one message in
+// flight at a time) stays on the first worker, so the others can sleep; a
+// burst of slow messages still spreads once one worker holds a run.
+TEST_F(MasterTest, ATrickleStaysOnOneWorkerAndABurstSpreads) {
+  Master master(*ctx_, master_config());
+  ASSERT_TRUE(master.start());
+  palm::test::ShmGuard guard(master.segment());
+  WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 64);
+  for (int i = 0; i < 200 && master.dispatch_stats().workers_shm < 1; ++i) std::this_thread::sleep_for(10ms);
+  WorkerThread b(*ctx_, master.db_address(), shm::TransportMode::kShm, "b", 64);
+  for (int i = 0; i < 200 && master.dispatch_stats().workers_shm < 2; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(master.dispatch_stats().workers_shm, 2u);
+  connect(master);
+
+  std::map<std::string, int> trickle;
+  for (int i = 0; i < 40; ++i) {
+    client_.send(std::to_string(i), "_.tag");
+    const auto r = client_.receive();
+    ++trickle[r.payload.substr(0, r.payload.find(':'))];
+  }
+  EXPECT_EQ(trickle["a"], 40) << "b got " << trickle["b"];
+
+  // 2 ms each: the master holds many at once, so "a" fills its run of 16.
+  const int n = 60;
+  for (int i = 0; i < n; ++i) client_.send(std::to_string(i), "_.slow");
+  std::map<std::string, int> burst;
+  for (int i = 0; i < n; ++i) {
+    const auto r = client_.receive();
+    ++burst[r.payload.substr(0, r.payload.find(':'))];
+  }
+  EXPECT_EQ(burst["a"] + burst["b"], n);
+  EXPECT_GT(burst["b"], 0);
+  EXPECT_GE(burst["a"], 16);
 }
 
 TEST_F(MasterTest, WorkerErrorsComeBackAsZeroWithTheReason) {

@@ -108,6 +108,22 @@ class alignas(kFalseSharingRange) Doorbell {
   // 1000 µs) from the environment, read once per process, for tuning a
   // machine without rebuilding.
   static std::chrono::nanoseconds default_spin() noexcept;
+  // A spin also lasts at least this many rounds (the first few pause, the
+  // rest yield), whatever the clock says. When the core is shared, each
+  // sched_yield may hand it to a peer for tens of µs, so a budget in time
+  // alone ends after a handful of rounds and the waiter sleeps; the ring
+  // that wakes it then costs the ringer a FUTEX_WAKE and both a context
+  // switch, each a microsecond-scale syscall here. Counted in rounds, the
+  // waiter stays in the rotation while its peers take their turns and finds
+  // their batch on return. `palm farm` (64 B, 5 runs side by side): 2
+  // workers 231 k -> 385 k msg/s median, 8 workers 190 k -> 356 k, and the
+  // bimodal spread between runs went away (BENCHMARKS.md). Alone on a core
+  // a yield returns at once (~1.2 µs), so the bound on the spin's CPU stays
+  // near the time budget's.
+  static constexpr unsigned kDefaultSpinRounds = 16;
+  // kDefaultSpinRounds, or PALM_SPIN_ROUNDS (0 to 4096) from the
+  // environment, read once per process.
+  static unsigned default_spin_rounds() noexcept;
   // Wakes every waiter (shutdown()).
   static constexpr std::uint32_t kWakeAll = 0x7fffffff;
 
@@ -286,15 +302,17 @@ WaitResult Doorbell::wait_slow(Pred& ready, Clock::time_point deadline,
     std::is_nothrow_invocable_v<Pred&>) {
   Clock::time_point now = Clock::now();
 
-  // Phase 1: spin on a time budget. A few rounds of pause for a hand-off
-  // already in flight (~45 ns between the cores), then sched_yield: with more
-  // runnable threads than cores, the producer we wait for may need this CPU.
+  // Phase 1: spin for the time budget and at least the round count (never
+  // past the deadline). A few rounds of pause for a hand-off already in
+  // flight (~45 ns between the cores), then sched_yield: with more runnable
+  // threads than cores, the producer we wait for may need this CPU.
   if (spin.count() > 0 && now < deadline) {
     const Clock::time_point spin_end =
         deadline - now > spin ? now + std::chrono::duration_cast<Clock::duration>(spin)
                               : deadline;
     constexpr unsigned kPauseRounds = 8;
-    for (unsigned round = 0; now < spin_end; ++round) {
+    const unsigned min_rounds = default_spin_rounds();
+    for (unsigned round = 0; (now < spin_end || round < min_rounds) && now < deadline; ++round) {
       if (round < kPauseRounds) {
         detail::cpu_relax();
       } else {

@@ -115,11 +115,12 @@ class alignas(kFalseSharingRange) Doorbell {
   // that wakes it then costs the ringer a FUTEX_WAKE and both a context
   // switch, each a microsecond-scale syscall here. Counted in rounds, the
   // waiter stays in the rotation while its peers take their turns and finds
-  // their batch on return. `palm farm` (64 B, 5 runs side by side): 2
-  // workers 231 k -> 385 k msg/s median, 8 workers 190 k -> 356 k, and the
-  // bimodal spread between runs went away (BENCHMARKS.md). Alone on a core
-  // a yield returns at once (~1.2 µs), so the bound on the spin's CPU stays
-  // near the time budget's.
+  // their batch on return. `palm farm` (64 B, 3 runs side by side,
+  // PALM_SPIN_ROUNDS=0 against 16): 2 workers 125 k -> 317 k msg/s median,
+  // 8 workers 167 k -> 289 k (BENCHMARKS.md). More rounds add little
+  // throughput and cost latency: spinners compete with the thread that has
+  // the work. Alone on a core a yield returns at once (~1.2 µs), so the
+  // spin's CPU stays near the time budget.
   static constexpr unsigned kDefaultSpinRounds = 16;
   // kDefaultSpinRounds, or PALM_SPIN_ROUNDS (0 to 4096) from the
   // environment, read once per process.

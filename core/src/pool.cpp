@@ -114,6 +114,43 @@ Result<void> BlockPool::check_slot(SlotId slot) const noexcept {
   return {};
 }
 
+bool BlockPool::slot_ok(SlotId slot) const noexcept {
+  const auto s = static_cast<std::uint32_t>(slot);
+  // (S0), as in check_slot.
+  return s < process_slots_ &&
+         detail::slot_state(atomic_of(slot_at(s).state_pid).load(std::memory_order_relaxed)) ==
+             SlotState::kAttached;
+}
+
+BlockHeader* BlockPool::find(Handle h) const noexcept {
+  if (h.is_null()) return nullptr;
+  const std::uint32_t c = h.size_class();
+  if (c >= class_count_) return nullptr;
+  const LocalClass& lc = classes_[c];
+  std::uint64_t limit = lc.count;
+  // (K1), as in check.
+  if (lc.lazy) limit = std::min<std::uint64_t>(limit, atomic_of(class_state(c).cut).load(std::memory_order_acquire));
+  if (h.index() >= limit) return nullptr;
+  BlockHeader& b = block(c, h.index());
+  // (B1), as in check.
+  const std::uint64_t ctl = atomic_of(b.ctl).load(std::memory_order_acquire);
+  if (detail::ctl_generation(ctl) != h.generation() || detail::ctl_state(ctl) != BlockState::kAllocated) {
+    return nullptr;
+  }
+  return &b;
+}
+
+Error BlockPool::why_bad(SlotId slot, Handle h) const noexcept {
+  if (auto r = check_slot(slot); !r) return std::move(r.error());
+  return why_bad(h);
+}
+
+Error BlockPool::why_bad(Handle h) const noexcept {
+  if (auto b = check(h); !b) return std::move(b.error());
+  // Freed and allocated again between the two looks.
+  return Error{Errc::kStaleHandle, "the block changed while it was checked"};
+}
+
 Result<BlockHeader*> BlockPool::check(Handle h) const noexcept {
   if (h.is_null()) return make_error(Errc::kBadHandle, "null handle");
   const std::uint32_t c = h.size_class();
@@ -398,11 +435,10 @@ Result<void> BlockPool::drop_ref(Handle h, bool* freed) noexcept {
 }
 
 Result<void> BlockPool::add_ref(SlotId slot, Handle h, std::uint32_t n) noexcept {
-  if (auto r = check_slot(slot); !r) return tl::unexpected(std::move(r.error()));
-  auto b = check(h);
-  if (!b) return tl::unexpected(std::move(b.error()));
+  BlockHeader* b = slot_ok(slot) ? find(h) : nullptr;
+  if (b == nullptr) return tl::unexpected(why_bad(slot, h));
   if (n == 0) return {};
-  auto ctl = atomic_of((*b)->ctl);
+  auto ctl = atomic_of(b->ctl);
   std::uint64_t cur = ctl.load(std::memory_order_relaxed);  // a first guess; the CAS checks it
   for (;;) {
     if (detail::ctl_generation(cur) != h.generation() || detail::ctl_state(cur) != BlockState::kAllocated ||
@@ -431,8 +467,7 @@ Result<void> BlockPool::add_ref(SlotId slot, Handle h, std::uint32_t n) noexcept
 }
 
 Result<void> BlockPool::release(SlotId slot, Handle h) noexcept {
-  if (auto r = check_slot(slot); !r) return tl::unexpected(std::move(r.error()));
-  if (auto b = check(h); !b) return tl::unexpected(std::move(b.error()));
+  if (!slot_ok(slot) || find(h) == nullptr) return tl::unexpected(why_bad(slot, h));
   const auto s = static_cast<std::uint32_t>(slot);
   // Unrecord first: a crash before the drop leaks the reference, the reverse
   // order could let reclaim_dead release it a second time.
@@ -443,8 +478,7 @@ Result<void> BlockPool::release(SlotId slot, Handle h) noexcept {
 }
 
 Result<void> BlockPool::hold(SlotId slot, Handle h) noexcept {
-  if (auto r = check_slot(slot); !r) return tl::unexpected(std::move(r.error()));
-  if (auto b = check(h); !b) return tl::unexpected(std::move(b.error()));
+  if (!slot_ok(slot) || find(h) == nullptr) return tl::unexpected(why_bad(slot, h));
   const auto s = static_cast<std::uint32_t>(slot);
   if (!record(s, h)) {
     return make_error(Errc::kExhausted, "process slot " + std::to_string(s) + " holds " +
@@ -455,7 +489,7 @@ Result<void> BlockPool::hold(SlotId slot, Handle h) noexcept {
 }
 
 Result<void> BlockPool::unhold(SlotId slot, Handle h) noexcept {
-  if (auto r = check_slot(slot); !r) return tl::unexpected(std::move(r.error()));
+  if (!slot_ok(slot)) return tl::unexpected(why_bad(slot, h));
   if (h.is_null()) return make_error(Errc::kBadHandle, "null handle");
   const auto s = static_cast<std::uint32_t>(slot);
   if (!unrecord(s, h)) {
@@ -465,38 +499,38 @@ Result<void> BlockPool::unhold(SlotId slot, Handle h) noexcept {
 }
 
 bool BlockPool::sole_reference(Handle h) const noexcept {
-  auto b = check(h);
-  if (!b) return false;
+  BlockHeader* b = find(h);
+  if (b == nullptr) return false;
   // acquire: pairs with every former holder's release decrement (B3), so
   // their reads of the data happen-before the caller's writes.
-  const std::uint64_t ctl = atomic_of((*b)->ctl).load(std::memory_order_acquire);
+  const std::uint64_t ctl = atomic_of(b->ctl).load(std::memory_order_acquire);
   return detail::ctl_generation(ctl) == h.generation() && detail::ctl_state(ctl) == BlockState::kAllocated &&
          detail::ctl_refs(ctl) == 1;
 }
 
 Result<BlockView> BlockPool::resolve(Handle h) const noexcept {
-  auto b = check(h);
-  if (!b) return tl::unexpected(std::move(b.error()));
+  BlockHeader* b = find(h);
+  if (b == nullptr) return tl::unexpected(why_bad(h));
   const std::uint32_t c = h.size_class();
   const std::size_t cap = classes_[c].block_bytes - kBlockHeaderBytes;
   std::byte* data = block_data(c, h.index());
   unpoison(data, cap);
   // relaxed: the writer's used length is published by the channel that
   // carried the handle (or by (B2) for a fresh block).
-  const auto used = static_cast<std::size_t>(atomic_of((*b)->used).load(std::memory_order_relaxed));
+  const auto used = static_cast<std::size_t>(atomic_of(b->used).load(std::memory_order_relaxed));
   return BlockView{data, cap, std::min(used, cap), h};
 }
 
 Result<void> BlockPool::set_used(Handle h, std::size_t bytes) noexcept {
-  auto b = check(h);
-  if (!b) return tl::unexpected(std::move(b.error()));
+  BlockHeader* b = find(h);
+  if (b == nullptr) return tl::unexpected(why_bad(h));
   const std::size_t cap = classes_[h.size_class()].block_bytes - kBlockHeaderBytes;
   if (bytes > cap) {
     return make_error(Errc::kOutOfRange, std::to_string(bytes) + " bytes exceed the block's capacity, " +
                                              std::to_string(cap));
   }
   // relaxed: published with the handle by the channel (release/acquire).
-  atomic_of((*b)->used).store(bytes, std::memory_order_relaxed);
+  atomic_of(b->used).store(bytes, std::memory_order_relaxed);
   return {};
 }
 

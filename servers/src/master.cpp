@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "palm/core/id_table.hpp"
 #include "palm/transport/discovery.hpp"
 #include "palm/transport/shm/host.hpp"
 
@@ -294,14 +295,12 @@ class DispatchPart final : public OutboundPart {
     }
     std::erase_if(order_, [key](const Worker* w) { return w->key == key; });
     std::size_t resent = 0;
-    for (auto e = inflight_.begin(); e != inflight_.end();) {
-      if (e->second.worker == key) {
-        retry_.push_front(Pending{std::move(e->second.frame), e->first, e->second.since_ns});
-        e = inflight_.erase(e);
-        ++resent;
-      } else {
-        ++e;
-      }
+    for (const std::uint64_t id : inflight_.ids()) {
+      InFlight* e = inflight_.find(id);
+      if (e->worker != key) continue;
+      retry_.push_front(Pending{std::move(e->frame), id, e->since_ns});
+      inflight_.erase(id);
+      ++resent;
     }
     PartCounters::bump(c_.redispatched, resent);
     logger().warn("a palm worker over {} left; {} of its messages go to other workers ({} left)",
@@ -316,15 +315,16 @@ class DispatchPart final : public OutboundPart {
       return;
     }
     const MessageView& result = view->message;
-    auto it = inflight_.end();
+    std::uint64_t id = 0;
     if (result.dispatch_id != 0) {
-      it = inflight_.find(result.dispatch_id);
+      id = result.dispatch_id;
     } else if (from == kPylm) {
       // A pylm worker whose protobuf dropped palm's field: its cache key.
       auto by = pylm_by_cache_.find(std::string(result.cache));
-      if (by != pylm_by_cache_.end()) it = inflight_.find(by->second);
+      if (by != pylm_by_cache_.end()) id = by->second;
     }
-    if (it == inflight_.end()) {
+    InFlight* it = inflight_.find(id);
+    if (it == nullptr) {
       const auto n = c_.duplicates.fetch_add(1, std::memory_order_relaxed) + 1;
       if (should_log_nth(n)) {
         logger().warn("dropped a result that was delivered already (dispatch id {}; {} so far)",
@@ -332,23 +332,23 @@ class DispatchPart final : public OutboundPart {
       }
       return;
     }
-    if (it->second.worker == kPylm) {
+    if (it->worker == kPylm) {
       --pylm_inflight_;
-      forget_pylm(result.cache, it->first);
+      forget_pylm(result.cache, id);
     } else {
       // Its holder is the worker that answered, but for a result of
       // another worker's message (a lookup then; gone: nothing to count).
       Worker* holder = worker;
-      if (it->second.worker != from) {
-        auto h = workers_.find(it->second.worker);
+      if (it->worker != from) {
+        auto h = workers_.find(it->worker);
         holder = h != workers_.end() ? &h->second : nullptr;
       }
       if (holder != nullptr) {
         holder->held.store(holder->held.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
       }
     }
-    const std::int64_t since = it->second.since_ns;
-    inflight_.erase(it);
+    const std::int64_t since = it->since_ns;
+    inflight_.erase(id);
 
     // What gather emits goes out in order once gather returned; the result
     // passed on as is (emit_same, the default gather) is then rewritten in
@@ -484,17 +484,16 @@ class DispatchPart final : public OutboundPart {
     last_check_ns_ = now;
     const std::int64_t limit = std::chrono::nanoseconds(master_.config().pylm_timeout).count();
     std::size_t resent = 0;
-    for (auto e = inflight_.begin(); e != inflight_.end();) {
-      if (e->second.worker == kPylm && now - e->second.sent_ns > limit) {
-        auto view = e->second.frame.view();
-        if (view) forget_pylm(view->message.cache, e->first);
-        --pylm_inflight_;
-        retry_.push_front(Pending{std::move(e->second.frame), e->first, e->second.since_ns});
-        e = inflight_.erase(e);
-        ++resent;
-      } else {
-        ++e;
-      }
+    if (pylm_inflight_ == 0) return false;
+    for (const std::uint64_t id : inflight_.ids()) {
+      InFlight* e = inflight_.find(id);
+      if (e->worker != kPylm || now - e->sent_ns <= limit) continue;
+      auto view = e->frame.view();
+      if (view) forget_pylm(view->message.cache, id);
+      --pylm_inflight_;
+      retry_.push_front(Pending{std::move(e->frame), id, e->since_ns});
+      inflight_.erase(id);
+      ++resent;
     }
     if (resent != 0) {
       PartCounters::bump(c_.redispatched, resent);
@@ -579,7 +578,7 @@ class DispatchPart final : public OutboundPart {
         --w.credits;
         w.held.store(w.held.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         PartCounters::bump(w.shm ? c_.dispatched_shm : c_.dispatched_tcp);
-        inflight_[p.id] = InFlight{std::move(*keep), w.key, Router::now_ns(), p.since_ns};
+        inflight_.put(p.id, InFlight{std::move(*keep), w.key, Router::now_ns(), p.since_ns});
         return true;
       }
       // kNoCredit, kFull; or kPeerGone, kClosed, whose kPeerGone event will
@@ -596,7 +595,7 @@ class DispatchPart final : public OutboundPart {
         ++pylm_inflight_;
         PartCounters::bump(c_.dispatched_pylm);
         pylm_by_cache_.emplace(cache, p.id);
-        inflight_[p.id] = InFlight{std::move(*keep), kPylm, Router::now_ns(), p.since_ns};
+        inflight_.put(p.id, InFlight{std::move(*keep), kPylm, Router::now_ns(), p.since_ns});
         return true;
       }
     }
@@ -615,7 +614,7 @@ class DispatchPart final : public OutboundPart {
   mutable std::mutex workers_mu_;  // workers_' inserts and erases vs worker_loads()
   // The workers in joining order (unordered_map nodes do not move).
   std::vector<Worker*> order_;
-  std::unordered_map<std::uint64_t, InFlight> inflight_;  // by dispatch id
+  IdTable<InFlight> inflight_;  // by dispatch id
   std::unordered_multimap<std::string, std::uint64_t> pylm_by_cache_;
   std::uint32_t pylm_inflight_ = 0;
   std::deque<Pending> retry_;        // to send before new work (a worker gone, a timeout)

@@ -124,7 +124,9 @@ HostCore::HostCore(Segment segment, BlockPool pool, SlotId slot, PeerTable table
       table_(table),
       options_(std::move(options)),
       nonce_(segment_.nonce()),
-      registered_(table.max_peers()) {}
+      registered_(table.max_peers()),
+      peer_watch_(table.max_peers()),
+      slot_watch_(options_.pool.process_slots) {}
 
 HostCore::~HostCore() {
   shutdown();
@@ -221,6 +223,15 @@ void HostCore::unbind(std::uint32_t service, HostEndpoint* ep) noexcept {
   }
 }
 
+namespace {
+// Whether `id` runs, through the watch kept for its entry or slot (opened
+// again when the entry names another process).
+bool watched_alive(ProcessWatch& watch, const ProcessId& id) noexcept {
+  if (!(watch.id() == id)) watch = ProcessWatch(id);
+  return watch.alive();
+}
+}  // namespace
+
 void HostCore::monitor_loop() noexcept {
   Doorbell& control = table_.control();
   auto next_liveness = std::chrono::steady_clock::now();
@@ -258,7 +269,7 @@ void HostCore::scan(bool check_liveness) {
       // relaxed: published by (E3) (or 0 while Claiming: check the pid alone).
       const std::uint64_t start = atomic_of(e.start_time).load(std::memory_order_relaxed);
       return start == 0 || st == PeerState::kClaiming ? process_start_time(pid).has_value()
-                                                      : process_alive(ProcessId{pid, start});
+                                                      : watched_alive(peer_watch_[i], ProcessId{pid, start});
     };
     switch (st) {
       case PeerState::kFree:
@@ -378,11 +389,12 @@ void HostCore::discard(std::uint32_t i, std::uint64_t seen, bool dead) {
 void HostCore::sweep_pool_slots() noexcept {
   // Processes that died holding a pool slot without a peer entry that names
   // it (a claimer that died between attach_process and recording its slot).
-  const pid_t me = self_process().pid;
+  const pid_t me = ::getpid();  // not self_process(): that reads /proc, and this runs every liveness period
   for (std::uint32_t s = 0; s < options_.pool.process_slots; ++s) {
     auto id = pool_.slot_process(SlotId{s});
     if (!id || id->pid == 0 || id->pid == me) continue;
-    const bool alive = id->start_time == 0 ? process_start_time(id->pid).has_value() : process_alive(*id);
+    const bool alive =
+        id->start_time == 0 ? process_start_time(id->pid).has_value() : watched_alive(slot_watch_[s], *id);
     if (!alive) static_cast<void>(pool_.reclaim_dead(SlotId{s}));
   }
 }

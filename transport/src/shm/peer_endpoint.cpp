@@ -29,7 +29,7 @@ Clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept {
 
 // How long one sleep may last before the peer re-checks that its host lives
 // (a SIGKILLed owner rings nobody).
-constexpr std::chrono::milliseconds kOwnerCheck{100};
+constexpr std::chrono::milliseconds kOwnerCheck{250};
 
 }  // namespace
 
@@ -39,7 +39,7 @@ PeerEndpoint::PeerEndpoint(Parts parts)
       entry_(p_.table.entry(p_.index)),
       bell_(&p_.table.entry_bell(p_.index)),
       service_bell_(&p_.table.service_bell(p_.service)),
-      owner_(p_.segment.owner()) {}
+      owner_(ProcessWatch(p_.segment.owner())) {}
 
 PeerEndpoint::~PeerEndpoint() { close(); }
 
@@ -90,7 +90,7 @@ SendResult PeerEndpoint::send_for(Frame& frame, std::chrono::nanoseconds timeout
         slice);
     if (w == WaitResult::kReady) return r;
     if (w == WaitResult::kShutdown) return SendResult::kClosed;
-    if (!process_alive(owner_)) return SendResult::kClosed;
+    if (!owner_.alive()) return SendResult::kClosed;
     if (Clock::now() >= deadline) return SendResult::kTimeout;
   }
 }
@@ -148,7 +148,7 @@ WaitResult PeerEndpoint::recv_for(Delivery& out, std::chrono::nanoseconds timeou
         slice);
     if (got) return WaitResult::kReady;
     if (gone) return WaitResult::kShutdown;
-    if (!process_alive(owner_)) {
+    if (!owner_.alive()) {
       // The owner died: take what it published, then report shutdown.
       std::lock_guard lock(recv_mu_);
       return recv_locked(out) ? WaitResult::kReady : WaitResult::kShutdown;
@@ -181,8 +181,8 @@ Result<void> PeerEndpoint::await_topic_ack(std::uint32_t seq, Clock::time_point 
       return make_error(Errc::kClosed, "the shm host " + p_.address + " is gone");
     }
     if (acked()) return {};
-    if (!process_alive(owner_)) {
-      return make_error(Errc::kPeerDead, "the owner of " + p_.address + " (pid " + std::to_string(owner_.pid) +
+    if (!owner_.alive()) {
+      return make_error(Errc::kPeerDead, "the owner of " + p_.address + " (pid " + std::to_string(owner_.id().pid) +
                                              ") died before applying the subscription");
     }
     if (Clock::now() >= deadline) {
@@ -245,7 +245,7 @@ EndpointStats PeerEndpoint::stats() const noexcept {
 std::vector<PeerStatus> PeerEndpoint::peer_status() const {
   PeerStatus st;
   st.peer = make_peer_id(p_.index, p_.generation);
-  st.pid = owner_.pid;
+  st.pid = owner_.id().pid;
   st.service = p_.address;
   st.pattern = p_.pattern;
   st.messages_in = p_.to_peer->tail();

@@ -126,6 +126,9 @@ class HostCore : public std::enable_shared_from_this<HostCore> {
   mutable std::condition_variable changed_;  // a peer was registered or discarded
   std::array<HostEndpoint*, kMaxServices> services_{};
   std::vector<std::optional<Registered>> registered_;  // by entry index
+  // The monitor's watches (its thread only): by entry index, by pool slot.
+  std::vector<ProcessWatch> peer_watch_;
+  std::vector<ProcessWatch> slot_watch_;
 
   std::thread monitor_;
   std::atomic<bool> stop_{false};
@@ -282,7 +285,7 @@ class PeerEndpoint final : public ShmEndpoint {
   PeerEntry& entry_;
   Doorbell* const bell_;          // this peer's entry doorbell
   Doorbell* const service_bell_;  // the host service's doorbell
-  const ProcessId owner_;
+  const ProcessWatch owner_;  // the segment's owner, looked at every kOwnerCheck
 
   std::mutex send_mu_, recv_mu_, topic_mu_;
   std::atomic<bool> closed_{false};

@@ -88,7 +88,7 @@ struct WorkerOptions {
   std::optional<shm::TransportMode> transport;  // nullopt: PALM_TRANSPORT / auto
   LogLevel log_level = LogLevel::kInfo;
   std::chrono::milliseconds discovery_timeout{5000};  // each cache request
-  std::chrono::milliseconds poll{100};                // longest wait before checking stop
+  std::chrono::milliseconds poll{250};                // longest wait before checking stop
   // On ZeroMQ (tcp, ipc): run() ends with kPeerDead once the connection to
   // the master stayed down this long (its process died, its machine went
   // silent past the heartbeats); a master back within it gets the worker's

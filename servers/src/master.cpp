@@ -244,13 +244,14 @@ class DispatchPart final : public OutboundPart {
         const std::uint64_t key = key_of(e, d.peer);
         switch (d.event) {
           case Event::kPeerJoined: {
+            // Out of order_ before the map frees it (order_ points into it).
+            std::erase_if(order_, [key](const Worker* w) { return w->key == key; });
             {
               // The lock keeps worker_loads() off the map while it changes.
               const std::lock_guard lock(workers_mu_);
               workers_.erase(key);
               workers_.try_emplace(key, key, e, d.peer, d.credits, shm_dispatcher_[e]);
             }
-            std::erase_if(order_, [key](const Worker* w) { return w->key == key; });
             order_.push_back(&workers_.find(key)->second);
             logger().info("a palm worker joined over {} with {} credits ({} workers)",
                           shm_dispatcher_[e] ? "shm" : "tcp", d.credits, workers_.size());
@@ -289,11 +290,11 @@ class DispatchPart final : public OutboundPart {
     auto it = workers_.find(key);
     if (it == workers_.end()) return;
     const bool shm = it->second.shm;
+    std::erase_if(order_, [key](const Worker* w) { return w->key == key; });  // before the map frees it
     {
       const std::lock_guard lock(workers_mu_);
       workers_.erase(it);
     }
-    std::erase_if(order_, [key](const Worker* w) { return w->key == key; });
     std::size_t resent = 0;
     for (const std::uint64_t id : inflight_.ids()) {
       InFlight* e = inflight_.find(id);

@@ -56,7 +56,7 @@ struct ServerOptions {
   LogLevel log_level = LogLevel::kInfo;
   std::uint64_t cache_messages = 0;  // pylm's start(cache_messages=N); 0 = no limit
   bool shm = true;                   // serve palm peers of this host over shared memory
-  std::chrono::milliseconds poll{100};  // the longest any thread sleeps before checking stop
+  std::chrono::milliseconds poll{250};  // the longest any thread sleeps before checking stop
   std::size_t route_capacity = 1024;    // each route's ring (a power of two)
 };
 

@@ -70,8 +70,9 @@ struct HostOptions {
   PoolConfig pool = default_host_pool();
   std::uint32_t max_peers = 32;            // attached endpoints at once
   std::uint32_t channel_capacity = 1024;   // items per channel, a power of two
-  // How often the monitor checks that attached processes live.
-  std::chrono::milliseconds liveness_period{100};
+  // How often the monitor checks that attached processes live (a dead
+  // peer's messages go back to the pool and to other workers this late).
+  std::chrono::milliseconds liveness_period{250};
   // kPub send_for: how long a full subscriber may hold a message back before
   // it loses it (counted, flagged, logged). try_send does not wait.
   std::chrono::milliseconds slow_subscriber_wait{20};

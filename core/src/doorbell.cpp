@@ -65,28 +65,27 @@ void futex_wake(std::uint32_t* word, std::uint32_t count) noexcept {
 
 }  // namespace detail
 
+namespace {
+// The integer in environment variable `name` if it is one from 0 to `max`,
+// else `fallback` (ignored, as documented: a tuning knob never fails).
+long env_tunable(const char* name, long max, long fallback) noexcept {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0') return fallback;
+  char* end = nullptr;
+  const long n = std::strtol(env, &end, 10);
+  return *end != '\0' || n < 0 || n > max ? fallback : n;
+}
+}  // namespace
+
 std::chrono::nanoseconds Doorbell::default_spin() noexcept {
-  // A function-local static: initialized once, thread-safely, on first use.
-  static const std::chrono::nanoseconds spin = [] {
-    const char* env = std::getenv("PALM_SPIN_US");
-    if (env == nullptr || *env == '\0') return kDefaultSpin;
-    char* end = nullptr;
-    const long us = std::strtol(env, &end, 10);
-    if (*end != '\0' || us < 0 || us > 1000) return kDefaultSpin;  // ignored, as documented
-    return std::chrono::nanoseconds(std::chrono::microseconds(us));
-  }();
+  // Function-local statics: initialized once, thread-safely, on first use.
+  static const std::chrono::nanoseconds spin = std::chrono::microseconds(env_tunable(
+      "PALM_SPIN_US", 1000, std::chrono::duration_cast<std::chrono::microseconds>(kDefaultSpin).count()));
   return spin;
 }
 
 unsigned Doorbell::default_spin_rounds() noexcept {
-  static const unsigned rounds = [] {
-    const char* env = std::getenv("PALM_SPIN_ROUNDS");
-    if (env == nullptr || *env == '\0') return kDefaultSpinRounds;
-    char* end = nullptr;
-    const long n = std::strtol(env, &end, 10);
-    if (*end != '\0' || n < 0 || n > 4096) return kDefaultSpinRounds;  // ignored, as documented
-    return static_cast<unsigned>(n);
-  }();
+  static const auto rounds = static_cast<unsigned>(env_tunable("PALM_SPIN_ROUNDS", 4096, kDefaultSpinRounds));
   return rounds;
 }
 

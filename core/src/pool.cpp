@@ -128,11 +128,13 @@ BlockHeader* BlockPool::find(Handle h) const noexcept {
   if (c >= class_count_) return nullptr;
   const LocalClass& lc = classes_[c];
   std::uint64_t limit = lc.count;
-  // (K1), as in check.
+  // (K1) Pairs with (K3) in cut: an index below `cut` names a block whose
+  // bytes are reserved, so reading its header cannot fault.
   if (lc.lazy) limit = std::min<std::uint64_t>(limit, atomic_of(class_state(c).cut).load(std::memory_order_acquire));
   if (h.index() >= limit) return nullptr;
   BlockHeader& b = block(c, h.index());
-  // (B1), as in check.
+  // (B1) Pairs with (B2) in allocate: a valid handle shows the header (owner,
+  // used) as the allocator set it.
   const std::uint64_t ctl = atomic_of(b.ctl).load(std::memory_order_acquire);
   if (detail::ctl_generation(ctl) != h.generation() || detail::ctl_state(ctl) != BlockState::kAllocated) {
     return nullptr;
@@ -146,42 +148,39 @@ Error BlockPool::why_bad(SlotId slot, Handle h) const noexcept {
 }
 
 Error BlockPool::why_bad(Handle h) const noexcept {
-  if (auto b = check(h); !b) return std::move(b.error());
-  // Freed and allocated again between the two looks.
-  return Error{Errc::kStaleHandle, "the block changed while it was checked"};
-}
-
-Result<BlockHeader*> BlockPool::check(Handle h) const noexcept {
-  if (h.is_null()) return make_error(Errc::kBadHandle, "null handle");
+  // The checks of find, each with its reason.
+  const auto bad = [](Errc code, std::string message) { return Error{code, std::move(message)}; };
+  if (h.is_null()) return bad(Errc::kBadHandle, "null handle");
   const std::uint32_t c = h.size_class();
   if (c >= class_count_) {
-    return make_error(Errc::kBadHandle, "handle names size class " + std::to_string(c) + "; the pool has " +
-                                            std::to_string(class_count_));
+    return bad(Errc::kBadHandle,
+               "handle names size class " + std::to_string(c) + "; the pool has " + std::to_string(class_count_));
   }
   const LocalClass& lc = classes_[c];
   std::uint64_t limit = lc.count;
-  if (lc.lazy) {
-    // (K1) Pairs with (K3) in cut: an index below `cut` names a block whose
-    // bytes are reserved, so reading its header cannot fault.
-    limit = std::min<std::uint64_t>(limit, atomic_of(class_state(c).cut).load(std::memory_order_acquire));
-  }
+  // acquire: as (K1) in find.
+  if (lc.lazy) limit = std::min<std::uint64_t>(limit, atomic_of(class_state(c).cut).load(std::memory_order_acquire));
   if (h.index() >= limit) {
-    return make_error(Errc::kBadHandle, "handle names block " + std::to_string(h.index()) + " of size class " +
-                                            std::to_string(c) + ", which has " + std::to_string(limit));
+    return bad(Errc::kBadHandle, "handle names block " + std::to_string(h.index()) + " of size class " +
+                                     std::to_string(c) + ", which has " + std::to_string(limit));
   }
-  BlockHeader& b = block(c, h.index());
-  // (B1) Pairs with (B2) in allocate: a valid handle shows the header (owner,
-  // used) as the allocator set it.
-  const std::uint64_t ctl = atomic_of(b.ctl).load(std::memory_order_acquire);
+  // acquire: as (B1) in find.
+  const std::uint64_t ctl = atomic_of(block(c, h.index()).ctl).load(std::memory_order_acquire);
   if (detail::ctl_generation(ctl) != h.generation()) {
-    return make_error(Errc::kStaleHandle, "handle of generation " + std::to_string(h.generation()) +
-                                              "; the block is at generation " +
-                                              std::to_string(detail::ctl_generation(ctl)) + " (freed since)");
+    return bad(Errc::kStaleHandle, "handle of generation " + std::to_string(h.generation()) +
+                                       "; the block is at generation " +
+                                       std::to_string(detail::ctl_generation(ctl)) + " (freed since)");
   }
   if (detail::ctl_state(ctl) != BlockState::kAllocated) {
-    return make_error(Errc::kStaleHandle, "the block is not allocated (freed)");
+    return bad(Errc::kStaleHandle, "the block is not allocated (freed)");
   }
-  return &b;
+  // Freed and allocated again between the two looks.
+  return bad(Errc::kStaleHandle, "the block changed while it was checked");
+}
+
+Result<BlockHeader*> BlockPool::check(Handle h) const noexcept {
+  if (BlockHeader* b = find(h)) return b;
+  return tl::unexpected(why_bad(h));
 }
 
 // ---------------------------------------------------------------------------
@@ -535,10 +534,10 @@ Result<void> BlockPool::set_used(Handle h, std::size_t bytes) noexcept {
 }
 
 Result<std::size_t> BlockPool::used(Handle h) const noexcept {
-  auto b = check(h);
-  if (!b) return tl::unexpected(std::move(b.error()));
+  BlockHeader* b = find(h);
+  if (b == nullptr) return tl::unexpected(why_bad(h));
   // relaxed: see set_used.
-  return static_cast<std::size_t>(atomic_of((*b)->used).load(std::memory_order_relaxed));
+  return static_cast<std::size_t>(atomic_of(b->used).load(std::memory_order_relaxed));
 }
 
 }  // namespace palm

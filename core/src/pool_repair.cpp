@@ -96,7 +96,7 @@ ReclaimReport BlockPool::drain(std::uint32_t s) noexcept {
     // 2. Drop the reference (validated: an entry naming a freed or
     //    out-of-range block is counted, not followed).
     bool freed = false;
-    if (check(h) && drop_ref(h, &freed)) {
+    if (find(h) != nullptr && drop_ref(h, &freed)) {
       ++report.references_released;
       if (freed) ++report.blocks_freed;
     } else {
@@ -237,7 +237,7 @@ Result<AuditReport> BlockPool::audit() {
       auto e = atomic_of(list[i]);
       const std::uint64_t bits = e.load(std::memory_order_relaxed);  // quiescent
       if (bits == 0) continue;
-      if (check(Handle::from_bits(bits))) {
+      if (find(Handle::from_bits(bits)) != nullptr) {
         ++refs[bits];
       } else {
         e.store(0, std::memory_order_relaxed);

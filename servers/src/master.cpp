@@ -483,9 +483,9 @@ class DispatchPart final : public OutboundPart {
     const std::int64_t now = Router::now_ns();
     if (now - last_check_ns_ < std::chrono::nanoseconds(env().poll).count()) return false;
     last_check_ns_ = now;
+    if (pylm_inflight_ == 0) return false;  // the scan below is for pylm's messages only
     const std::int64_t limit = std::chrono::nanoseconds(master_.config().pylm_timeout).count();
     std::size_t resent = 0;
-    if (pylm_inflight_ == 0) return false;
     for (const std::uint64_t id : inflight_.ids()) {
       InFlight* e = inflight_.find(id);
       if (e->worker != kPylm || now - e->sent_ns <= limit) continue;

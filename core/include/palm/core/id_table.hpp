@@ -28,30 +28,29 @@ class IdTable {
 
   // The value of `id`, or nullptr. Stable until the next insert or erase.
   T* find(std::uint64_t id) noexcept {
-    if (id == 0) return nullptr;
-    for (std::size_t i = id & mask_;; i = (i + 1) & mask_) {
-      if (slots_[i].id == id) return &slots_[i].value;
-      if (slots_[i].id == 0) return nullptr;
-    }
+    const std::size_t i = slot_of(id);
+    return i == kAbsent ? nullptr : &slots_[i].value;
   }
 
   // Inserts or replaces the value of `id` (nonzero: asserted).
   T& put(std::uint64_t id, T value) {
     PALM_ASSERT(id != 0 && "IdTable ids are nonzero");
-    if (T* v = find(id)) return *v = std::move(value);
     // Load at most a half: probes stay short even when old ids linger.
     if (2 * (size_ + 1) > slots_.size()) rehash(2 * slots_.size());
+    // One probe: the run from the home slot holds `id` or ends at a hole.
     std::size_t i = id & mask_;
-    while (slots_[i].id != 0) i = (i + 1) & mask_;
-    slots_[i].id = id;
+    while (slots_[i].id != 0 && slots_[i].id != id) i = (i + 1) & mask_;
+    if (slots_[i].id == 0) {
+      slots_[i].id = id;
+      ++size_;
+    }
     slots_[i].value = std::move(value);
-    ++size_;
     return slots_[i].value;
   }
 
   // Removes `id` and returns its value (moved out), or false if absent.
   bool take(std::uint64_t id, T& out) {
-    std::size_t i = slot_of(id);
+    const std::size_t i = slot_of(id);
     if (i == kAbsent) return false;
     out = std::move(slots_[i].value);
     remove_at(i);

@@ -294,14 +294,15 @@ class BlockPool {
   std::uint64_t* held_list(std::uint32_t s) const noexcept;
 
   Result<void> check_slot(SlotId slot) const noexcept;
+  // find, or why not as a Result.
   Result<detail::BlockHeader*> check(Handle h) const noexcept;
-  // The hot forms of check_slot and check: a bool or the header (nullptr
-  // when check would fail), no Result built. Every handle operation runs
-  // them (about 17 per message in the master), and a Result with its
-  // std::string error costs ~50 instructions even when it holds a value.
+  // The hot checks: a bool, or the header of a live block (nullptr when
+  // not), no Result built. Every handle operation runs them (about 17 per
+  // message in the master), and a Result with its std::string error costs
+  // ~50 instructions even when it holds a value.
   bool slot_ok(SlotId slot) const noexcept;
   detail::BlockHeader* find(Handle h) const noexcept;
-  // Why find or slot_ok refused (cold; rebuilt from the same checks).
+  // Why find or slot_ok refused (cold: the same checks, with reasons).
   [[gnu::cold]] Error why_bad(SlotId slot, Handle h) const noexcept;
   [[gnu::cold]] Error why_bad(Handle h) const noexcept;
   std::uint32_t pop(std::uint32_t c) noexcept;

@@ -50,6 +50,7 @@ struct FarmOptions {
   std::size_t payload = 64;
   std::string method = "echo";
   std::string transport = "shm";
+  bool bypass = false;
   std::uint32_t credits = 64;
   std::string log_level = "WARNING";
   std::string host = "127.0.0.1";
@@ -85,6 +86,7 @@ int run_farm(const FarmOptions& o) {
   run.method = o.method;
   run.transport = *parse_farm_transport(o.transport);  // checked by the flag
   run.credits = o.credits;
+  run.bypass = o.bypass;
   run.log_level = *level;
   run.host = o.host;
   run.port = o.port;
@@ -97,8 +99,9 @@ int run_farm(const FarmOptions& o) {
   const std::string function = "_." + o.method;
   const double per_s = r->msgs_per_s;
   std::string summary;
-  summary += fmt::format("palm farm: {} messages of {} through {}, {} worker{} over {}\n", o.messages,
-                         format_bytes(o.payload), function, o.workers, o.workers == 1 ? "" : "s", o.transport);
+  summary += fmt::format("palm farm: {} messages of {} through {}, {} worker{} over {}{}\n", o.messages,
+                         format_bytes(o.payload), function, o.workers, o.workers == 1 ? "" : "s", o.transport,
+                         o.bypass ? ", the client feeding them directly (bypass)" : "");
   summary += fmt::format("  {:.2f} s, {} messages/s, {:.1f} MB/s of payload\n", r->seconds, format_rate(per_s),
                          r->mb_per_s);
   summary += fmt::format("  round trip p50 {:.0f} us, p99 {:.0f} us ({} evals)\n", percentile(r->trips_us, 0.50),
@@ -113,6 +116,11 @@ int run_farm(const FarmOptions& o) {
   const auto& d = r->dispatch;
   summary += fmt::format("  master dispatched: shm {}, {} {} (redispatched {}, duplicates {})\n", d.dispatched_shm,
                          o.transport == "ipc" ? "ipc" : "tcp", d.dispatched_tcp, d.redispatched, d.duplicates);
+  if (o.bypass) {
+    const auto& b = r->bypass;
+    summary += fmt::format("  client dispatched directly: {} (redispatched {}, duplicates {})\n", b.dispatched,
+                           b.redispatched, b.duplicates);
+  }
   summary += fmt::format("  every reply checked: {} ok{}\n", r->checked_ok, r->traced ? "" : " (64 hex digits each)");
   if (!r->segment.empty()) summary += fmt::format("  segment {} removed\n", r->segment);
   std::fputs(summary.c_str(), stdout);
@@ -146,6 +154,9 @@ void add_farm_commands(CLI::App& app, std::vector<Command>& out) {
                   "shm (shared memory), tcp (ZeroMQ tcp) or ipc (ZeroMQ ipc sockets, no segment)")
       ->check(CLI::IsMember({"shm", "tcp", "ipc"}))
       ->capture_default_str();
+  cmd->add_flag("--bypass", o->bypass,
+               "The client feeds the workers directly over shm, the master only hands them over "
+               "(the master bypass; --transport shm only)");
   cmd->add_option("--credits", o->credits, "Messages each worker holds at most")
       ->check(CLI::Range(1u, 1u << 20))
       ->capture_default_str();

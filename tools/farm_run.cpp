@@ -429,6 +429,7 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
   };
   if (o.payload < kSeqDigits) return failed(fmt::format("a payload of {} B: at least {}", o.payload, kSeqDigits));
   if (o.workers == 0 || o.messages == 0) return failed("no workers or no messages");
+  if (o.bypass && o.transport != FarmTransport::kShm) return failed("the bypass is for shm only (--transport shm)");
   progress(FarmPhase::kStart, 0);
 
   const bool ipc = o.transport == FarmTransport::kIpc;
@@ -451,6 +452,7 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
   cfg.server.db_address = tcp_address(o, 0);
   cfg.server.log_level = o.log_level;
   cfg.server.shm = !ipc;
+  cfg.bypass = true;  // the default hooks: clients may bypass the master (only a --bypass one does)
   if (ipc) {
     cfg.pull_address = "ipc://" + dir.path() + "/pull";
     cfg.pub_address = "ipc://" + dir.path() + "/pub";
@@ -525,6 +527,7 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
     co.timeout = kClientTimeout;
     co.cancel = o.cancel;
     co.window = sizing.window;
+    co.bypass = o.bypass;
     if (ipc) {  // open_auto takes tcp only: the ipc addresses as they are
       co.this_config = true;
       co.push_address = master.pull_address();
@@ -594,6 +597,14 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
       if ((i & 15) == 15) progress(FarmPhase::kEvals, static_cast<double>(i + 1) / o.evals);
     }
     if (check.bad() != 0) return give_up(fmt::format("{} of {} eval replies wrong", check.bad(), o.evals));
+    res.bypass = client->bypass_stats();
+    if (o.bypass) {
+      const std::uint64_t all = o.warmup + o.messages + static_cast<std::uint64_t>(o.evals);
+      if (res.bypass.results < all) {
+        return give_up(fmt::format("the bypass carried {} of {} messages (client log: is it offered, did workers join?)",
+                                   res.bypass.results, all));
+      }
+    }
     std::sort(res.trips_us.begin(), res.trips_us.end());
 
     // Idle cost: the whole farm, every process, every thread, at rest.

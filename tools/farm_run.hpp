@@ -34,6 +34,7 @@
 #include <tl/expected.hpp>
 
 #include "palm/servers/log.hpp"
+#include "palm/servers/bypass.hpp"
 #include "palm/servers/master.hpp"
 
 namespace palm::tools {
@@ -57,6 +58,9 @@ struct FarmRunOptions {
   std::size_t payload = 64;         // >= kSeqDigits
   std::string method = "echo";      // echo, upper, reverse or sha256
   FarmTransport transport = FarmTransport::kShm;
+  // The client feeds the workers directly (servers/bypass.hpp); shm only.
+  // The run fails if the bypass did not carry every message.
+  bool bypass = false;
   std::uint32_t credits = 64;
   servers::LogLevel log_level = servers::LogLevel::kWarning;
   // Where the master binds: tcp://HOST:PORT for its cache, and PORT+1 ...
@@ -91,6 +95,7 @@ struct FarmRunResult {
   std::vector<FarmWorkerReport> workers;
   std::string client_push, client_sub;  // the client's transports: "shm", "tcp", "ipc"
   servers::DispatchStats dispatch;
+  servers::BypassStats bypass;  // the client's side of the bypass (zero without)
   std::string segment;  // the master's segment, removed; "" on ipc
   // % of one core: CPU time of this process (every thread) and of every
   // worker over the idle window, per second of it. Empty if not asked.

@@ -50,6 +50,7 @@ int run_master(const MasterFlags& f) {
   cfg.window = f.window;
   cfg.pylm_credits = f.pylm_credits;
   cfg.pylm_timeout = std::chrono::milliseconds(f.pylm_timeout_ms);
+  cfg.bypass = true;  // the default hooks: local clients that ask may feed the workers directly
 
   auto ctx = transport::Context::create();
   if (!ctx) return fail(kCommand, ctx.error().describe());

@@ -124,6 +124,7 @@ Result<std::unique_ptr<Client>> Client::connect(transport::Context& ctx, ClientO
   if (auto r = c->open_endpoints(); !r) return tl::unexpected(std::move(r.error()));
   c->logger_->info("Client {} to '{}': push {}, sub {}", c->uuid_.substr(0, 8), o.server_name,
                    scheme_name(*c->push_), scheme_name(*c->sub_));
+  if (o.bypass) c->open_bypass();
   return c;
 }
 
@@ -212,14 +213,6 @@ tl::unexpected<Error> Client::timeout_error(std::string what) {
   return make_error(Errc::kTimeout, std::move(what));
 }
 
-Result<Frame> Client::build(const MessageView& m) {
-  // A shm PUSH takes frames of its segment's pool without a copy.
-  if (push_->scheme() == transport::Scheme::kShm) {
-    if (auto* shm = dynamic_cast<shm::ShmEndpoint*>(push_.get()); shm != nullptr) return shm->build(m);
-  }
-  return ctx_->build(m);
-}
-
 Result<void> Client::send_one(std::string_view function, std::span<const std::byte> payload,
                               std::string_view cache, Clock::time_point deadline) {
   MessageView m;
@@ -229,7 +222,8 @@ Result<void> Client::send_one(std::string_view function, std::span<const std::by
   m.function = function;
   m.cache = cache;
   m.payload = payload;
-  auto frame = build(m);
+  const Target t = push_target();
+  auto frame = Frame::build(*t.pool, t.slot, m);
   if (!frame) return tl::unexpected(std::move(frame.error()));
   for (;;) {
     const auto now = Clock::now();
@@ -249,14 +243,14 @@ Result<void> Client::send_one(std::string_view function, std::span<const std::by
   return {};
 }
 
-bool Client::accept(transport::Delivery& d, std::string& out) {
+bool Client::accept(transport::Delivery& d, std::string& out, bool direct) {
   if (d.event != transport::Event::kMessage) return false;
   auto view = d.frame.view();
   if (!view) {
     logger_->warn("Client {}: an unreadable reply was skipped: {}", uuid_.substr(0, 8), view.error().describe());
     return false;
   }
-  if (view->topic != uuid_) {
+  if (!direct && view->topic != uuid_) {
     // PROTOCOL.md "Message flow": pylm's job raises on a topic that is not
     // its uuid; palm counts it and goes on.
     counters_.wrong_topic.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
@@ -273,15 +267,15 @@ bool Client::accept(transport::Delivery& d, std::string& out) {
   return true;
 }
 
-bool Client::accept_view(transport::Delivery& d, std::span<const std::byte>& out) {
+bool Client::accept_view(transport::Delivery& d, std::span<const std::byte>& out, bool direct) {
   std::string ignored;
   if (d.event != transport::Event::kMessage) return false;
   const FrameView* view = d.frame.peek();
-  if (view == nullptr) return accept(d, ignored);  // logs it
-  if (view->topic != uuid_ || !view->message.error.empty()) {
+  if (view == nullptr) return accept(d, ignored, direct);  // logs it
+  if ((!direct && view->topic != uuid_) || !view->message.error.empty()) {
     // The rare paths (counted and logged there); the payload is then
     // viewed again below.
-    if (!accept(d, ignored)) return false;
+    if (!accept(d, ignored, direct)) return false;
     out = view->message.payload;
     return true;
   }
@@ -348,6 +342,31 @@ Result<std::string> Client::eval(const std::vector<std::string>& function, std::
 Result<std::vector<std::string>> Client::eval(std::string_view function, std::span<const std::byte> payload,
                                               std::uint64_t messages, std::string_view cache) {
   if (messages == 0) return make_error(Errc::kInvalidArgument, "eval awaits at least 1 reply (messages = 0)");
+  if (messages == 1 && bypass_ != nullptr) {
+    // One message, one reply: the loop of job carries it (the bypass when
+    // it has workers, else the master).
+    bool made = false;
+    std::string reply;
+    auto got = run_job(
+        function,
+        [&](Frame& out, const Target& t) -> Result<Made> {
+          if (std::exchange(made, true)) return Made::kDone;
+          MessageView m;
+          m.pipeline = pipeline_;
+          m.client = uuid_;
+          m.function = function;
+          m.cache = cache;
+          m.payload = payload;
+          m.dispatch_id = t.dispatch_id;
+          auto f = Frame::build(*t.pool, t.slot, m);
+          if (!f) return tl::unexpected(std::move(f.error()));
+          out = std::move(*f);
+          return Made::kBuilt;
+        },
+        [&](transport::Delivery& d, bool direct) { return accept(d, reply, direct); }, 1);
+    if (!got) return tl::unexpected(std::move(got.error()));
+    return std::vector<std::string>{std::move(reply)};
+  }
   std::lock_guard lock(call_mu_);
   drop_stale();
   const auto deadline = Clock::now() + options_.timeout;
@@ -369,7 +388,7 @@ Result<std::uint64_t> Client::job(std::string_view function, const std::function
                                   std::uint64_t messages, std::string_view cache) {
   std::string payload;
   std::string reply;
-  const auto make = [&](Frame& out) -> Result<Made> {
+  const auto make = [&](Frame& out, const Target& t) -> Result<Made> {
     if (!next(payload)) return Made::kDone;
     MessageView m;
     m.pipeline = pipeline_;
@@ -377,40 +396,46 @@ Result<std::uint64_t> Client::job(std::string_view function, const std::function
     m.function = function;
     m.cache = cache;
     m.payload = bytes_of(payload);
-    auto f = build(m);
+    m.dispatch_id = t.dispatch_id;
+    auto f = Frame::build(*t.pool, t.slot, m);
     if (!f) return tl::unexpected(std::move(f.error()));
     out = std::move(*f);
     return Made::kBuilt;
   };
   return run_job(
       function, make,
-      [&](transport::Delivery& d) {
-        if (!accept(d, reply)) return false;
+      [&](transport::Delivery& d, bool direct) {
+        if (!accept(d, reply, direct)) return false;
         on_reply(reply);
         return true;
       },
       messages);
 }
 
-std::pair<BlockPool*, SlotId> Client::push_pool() const {
+Client::Target Client::push_target() const {
+  // A shm PUSH takes frames of its segment's pool without a copy.
   if (push_->scheme() == transport::Scheme::kShm) {
-    if (auto* shm = dynamic_cast<shm::ShmEndpoint*>(push_.get()); shm != nullptr) return {&shm->pool(), shm->slot()};
+    if (auto* shm = dynamic_cast<shm::ShmEndpoint*>(push_.get()); shm != nullptr) {
+      return {&shm->pool(), shm->slot(), 0};
+    }
   }
-  return {&ctx_->pool(), ctx_->slot()};
+  return {&ctx_->pool(), ctx_->slot(), 0};
 }
 
 Result<std::uint64_t> Client::job_in_place(std::string_view function, std::size_t max_payload, const Fill& fill,
                                            const OnReplyBytes& on_reply, std::uint64_t messages,
                                            std::string_view cache) {
-  const auto [pool, slot] = push_pool();
   MessageView fields;
   fields.pipeline = pipeline_;
   fields.client = uuid_;
   fields.function = function;
   fields.cache = cache;
   FrameWriter writer;
-  const auto make = [&](Frame& out) -> Result<Made> {
-    if (auto r = writer.begin(*pool, slot, fields, {}, max_payload); !r) return tl::unexpected(std::move(r.error()));
+  const auto make = [&](Frame& out, const Target& t) -> Result<Made> {
+    fields.dispatch_id = t.dispatch_id;
+    if (auto r = writer.begin(*t.pool, t.slot, fields, {}, max_payload); !r) {
+      return tl::unexpected(std::move(r.error()));
+    }
     const std::optional<std::size_t> n = fill(writer.payload());
     if (!n) {
       writer.abandon();
@@ -418,37 +443,43 @@ Result<std::uint64_t> Client::job_in_place(std::string_view function, std::size_
     }
     auto h = writer.commit(*n);
     if (!h) return tl::unexpected(std::move(h.error()));
-    out = Frame(*pool, slot, *h);
+    out = Frame(*t.pool, t.slot, *h);
     return Made::kBuilt;
   };
   std::span<const std::byte> reply;
   return run_job(
       function, make,
-      [&](transport::Delivery& d) {
-        if (!accept_view(d, reply)) return false;
+      [&](transport::Delivery& d, bool direct) {
+        if (!accept_view(d, reply, direct)) return false;
         on_reply(reply);
         return true;
       },
       messages);
 }
 
-Result<std::uint64_t> Client::run_job(std::string_view function, const std::function<Result<Made>(Frame&)>& make,
-                                      const std::function<bool(transport::Delivery&)>& on_reply,
+Result<std::uint64_t> Client::run_job(std::string_view function, const Make& make, const OnDelivery& on_reply,
                                       std::uint64_t messages) {
   std::lock_guard lock(call_mu_);
   drop_stale();
+  if (bypass_ready()) return run_bypass(function, make, on_reply, messages);
+  return run_master(function, make, on_reply, messages);
+}
+
+Result<std::uint64_t> Client::run_master(std::string_view function, const Make& make, const OnDelivery& on_reply,
+                                         std::uint64_t messages) {
   const std::uint64_t window = std::max<std::uint32_t>(options_.window, 1);
   std::uint64_t sent = 0;
   std::uint64_t got = 0;
   bool done_sending = false;
   Frame pending;  // built, not yet taken by the PUSH
+  const Target target = push_target();
   transport::Delivery d;
   auto last_progress = Clock::now();
 
   const auto finished = [&] { return messages > 0 ? got >= messages : done_sending && got >= sent; };
   // Hands one delivery to the caller if it is a reply for us.
   const auto take = [&]() {
-    if (!on_reply(d)) return false;
+    if (!on_reply(d, false)) return false;
     ++got;
     return true;
   };
@@ -460,7 +491,7 @@ Result<std::uint64_t> Client::run_job(std::string_view function, const std::func
     // master's scatter may answer more than once, hence the guard).
     while (!done_sending && (sent > got ? sent - got : 0) < window) {
       if (!pending) {
-        auto made = make(pending);
+        auto made = make(pending, target);
         if (!made) return tl::unexpected(std::move(made.error()));
         if (*made == Made::kDone) {
           done_sending = true;

@@ -8,7 +8,9 @@
 
 #include <fmt/format.h>
 
+#include "feed_busiest.hpp"
 #include "palm/core/id_table.hpp"
+#include "palm/servers/bypass.hpp"
 #include "palm/transport/discovery.hpp"
 #include "palm/transport/shm/host.hpp"
 
@@ -25,7 +27,6 @@ using transport::SendResult;
 namespace {
 
 constexpr int kBatch = 32;
-constexpr std::uint32_t kRun = 16;  // messages in flight at one worker before the next takes any
 constexpr std::uint64_t kPylm = ~std::uint64_t{0};  // the "worker" of pylm's PUSH socket
 constexpr std::uint64_t kSamePlaceholder = ~std::uint64_t{0};  // Pending::id of a result to fill in
 
@@ -171,9 +172,17 @@ class DispatchPart final : public OutboundPart {
     dispatch_address_ = *bound;
     announce_[std::string(kDispatchKey)] = dispatch_address_;
     dispatchers_ = endpoints_.size();  // tcp, then shm when the server has a segment
+    bool shm = false;
     for (std::size_t i = 0; i < dispatchers_; ++i) {
       shm_dispatcher_.push_back(endpoints_[i]->scheme() == transport::Scheme::kShm);
+      shm = shm || shm_dispatcher_.back();
     }
+    // bypass.hpp: only where local workers can be fed, and where the
+    // master's per-message work may be skipped (no pipeline step after it,
+    // no limit counting its results).
+    bypass_allowed_ = shm && cfg.bypass && !cfg.pipelined && cfg.messages == 0;
+    // (assign: g++ 12 warns falsely, -Wrestrict, on a ternary of literals)
+    announce_[std::string(kBypassKey)].assign(bypass_allowed_ ? 1 : 0, '1');
     if (auto r = bind_service(Pattern::kPush, cfg.worker_push_address, false); !r) {
       return tl::unexpected(std::move(r.error()));
     }
@@ -189,6 +198,7 @@ class DispatchPart final : public OutboundPart {
     bool did = flush_out();
     did |= receive();
     did |= check_timeouts();
+    if (bypass_untold_) did |= tell_bypass();
     did |= dispatch();
     did |= flush_out();
     return did;
@@ -201,6 +211,8 @@ class DispatchPart final : public OutboundPart {
     PeerId peer = PeerId::kNone;
     std::uint32_t credits = 0;
     bool shm = false;
+    // Bypass addresses handed to it so far (a count of bypass_added_).
+    std::uint64_t bypass_told = 0;
     // Messages in inflight_ sent to it: written by the part's thread only,
     // read by worker_loads() (relaxed both ways: a gauge).
     std::atomic<std::uint32_t> held{0};
@@ -253,6 +265,7 @@ class DispatchPart final : public OutboundPart {
               workers_.try_emplace(key, key, e, d.peer, d.credits, shm_dispatcher_[e]);
             }
             order_.push_back(&workers_.find(key)->second);
+            bypass_untold_ = bypass_added_ != 0;
             logger().info("a palm worker joined over {} with {} credits ({} workers)",
                           shm_dispatcher_[e] ? "shm" : "tcp", d.credits, workers_.size());
             break;
@@ -324,6 +337,7 @@ class DispatchPart final : public OutboundPart {
       auto by = pylm_by_cache_.find(std::string(result.cache));
       if (by != pylm_by_cache_.end()) id = by->second;
     }
+    if (id == 0 && result.function == kBypassFunction) return;  // a worker told of a bypass (its credit came)
     InFlight* it = inflight_.find(id);
     if (it == nullptr) {
       const auto n = c_.duplicates.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -532,6 +546,10 @@ class DispatchPart final : public OutboundPart {
           PartCounters::bump(counters_.errors);
           continue;
         }
+        if (view->message.function == kBypassFunction) {
+          add_bypass(view->message);
+          continue;
+        }
         p = Pending{std::move(r.frame), view->message.dispatch_id, r.since_ns};
       }
       if (!send_to_a_worker(p)) {
@@ -544,32 +562,63 @@ class DispatchPart final : public OutboundPart {
     return did;
   }
 
+  // A client asks for the bypass (bypass.hpp): its dispatcher's address,
+  // handed to every palm worker on shm by tell_bypass.
+  void add_bypass(const MessageView& m) {
+    const std::string address(reinterpret_cast<const char*>(m.payload.data()), m.payload.size());
+    if (!bypass_allowed_ || !address.starts_with("shm://")) {
+      PartCounters::bump(counters_.errors);
+      logger().warn("refused a client's bypass to '{}': {}", address.substr(0, 100),
+                    bypass_allowed_ ? "not a shm:// address" : "this master does not offer it");
+      return;
+    }
+    bypass_addresses_.push_back(address);
+    if (bypass_addresses_.size() > kMaxBypassClients) bypass_addresses_.pop_front();  // workers that join later skip it
+    ++bypass_added_;
+    bypass_untold_ = true;
+    logger().info("a client feeds the workers directly (bypass) at {}", address);
+  }
+
+  // Hands each palm worker on shm the bypass addresses it was not told yet,
+  // one credit each (the worker's answer gives it back, on_result drops it).
+  bool tell_bypass() {
+    bool did = false;
+    bypass_untold_ = false;
+    const std::uint64_t first_kept = bypass_added_ - bypass_addresses_.size();
+    for (Worker* w : order_) {
+      if (!w->shm) {
+        w->bypass_told = bypass_added_;  // a worker on tcp cannot attach to a segment
+        continue;
+      }
+      auto* ep = dynamic_cast<shm::ShmEndpoint*>(endpoints_[w->endpoint].get());
+      while (ep != nullptr && w->bypass_told < bypass_added_ && w->credits > 0) {
+        const std::uint64_t n = std::max(w->bypass_told, first_kept);
+        const std::string& address = bypass_addresses_[n - first_kept];
+        MessageView m;
+        m.function = kBypassFunction;
+        m.payload = std::as_bytes(std::span(address.data(), address.size()));
+        auto frame = ep->build(m);
+        Envelope to;
+        to.peer = w->peer;
+        if (!frame || ep->try_send(*frame, to) != SendResult::kQueued) break;  // next step
+        --w->credits;
+        w->bypass_told = n + 1;
+        did = true;
+      }
+      bypass_untold_ = bypass_untold_ || w->bypass_told < bypass_added_;
+    }
+    return did;
+  }
+
   bool send_to_a_worker(Pending& p) {
     auto keep = p.frame.share();
     if (!keep) return false;
-    // palm workers first, in joining order: the first with credit and fewer
-    // than kRun messages in flight takes it. A trickle stays on one worker
-    // and the others fall asleep (with more workers than cores, every awake
-    // one costs its peers context switches); under load a worker takes up
-    // to kRun before the next is used, so a worker woken for one message
-    // finds the next ones there, and a short job of slow messages still
-    // spreads. When every worker holds kRun, the one holding fewest (with
-    // credit) takes it, so deep credits still fill.
+    // palm workers first (feed_busiest.hpp).
     for (std::size_t tries = 0; tries < order_.size(); ++tries) {
-      Worker* pick = nullptr;
-      std::uint32_t fewest = ~0u;
-      for (Worker* w : order_) {
-        if (w->credits == 0) continue;
-        const std::uint32_t held = w->held.load(std::memory_order_relaxed);
-        if (held < kRun) {
-          pick = w;
-          break;
-        }
-        if (held < fewest) {
-          fewest = held;
-          pick = w;
-        }
-      }
+      Worker* pick = detail::feed_the_busiest(
+          order_, [](Worker* w) { return w; },
+          // relaxed: the part's thread wrote it; a gauge for the others.
+          [](const Worker& w) { return w.held.load(std::memory_order_relaxed); });
       if (pick == nullptr) break;
       Worker& w = *pick;
       Envelope to;
@@ -621,6 +670,12 @@ class DispatchPart final : public OutboundPart {
   std::deque<Pending> retry_;        // to send before new work (a worker gone, a timeout)
   std::deque<Pending> pending_out_;  // results waiting for room in "outbound"
   std::int64_t last_check_ns_ = 0;
+  // The bypass (bypass.hpp): allowed; the last addresses clients gave;
+  // how many were ever given; some worker was not told them all.
+  bool bypass_allowed_ = false;
+  std::deque<std::string> bypass_addresses_;
+  std::uint64_t bypass_added_ = 0;
+  bool bypass_untold_ = false;
 
   Counters c_;  // written by the part's thread, read by dispatch_stats()
 };

@@ -319,8 +319,7 @@ void Worker::fail(Fault fault, std::string_view function, const std::string& rea
   }
 }
 
-bool Worker::send_result(Frame& frame, bool& dead) {
-  Endpoint& ep = out_ ? *out_ : *in_;
+bool Worker::send_result(Frame& frame, bool& dead, Endpoint& ep) {
   transport::Envelope to;
   to.credits = 1;  // kWorker: this result returns the message's credit; ignored by kPush
   for (;;) {
@@ -340,15 +339,23 @@ bool Worker::send_result(Frame& frame, bool& dead) {
   }
 }
 
-void Worker::serve_one(Frame& received, bool& dead) {
+void Worker::serve_one(Frame& received, bool& dead, Endpoint& back) {
   auto view = received.view();
   if (!view) {  // the transport validated it: not expected
     fail(Fault::kLost, "-", "a received frame: " + view.error().describe());
     return;
   }
+  const MessageView& message = view->message;
+  if (message.function == kBypassFunction && &back == in_.get() && mode() == Mode::kPalmDispatch) {
+    // Our master hands us a client's dispatcher (bypass.hpp); answering
+    // gives the master its credit back. Not a message served.
+    start_bypass(std::string(reinterpret_cast<const char*>(message.payload.data()), message.payload.size()));
+    Frame same = std::move(received);
+    static_cast<void>(send_result(same, dead, back));
+    return;
+  }
   const std::size_t in_bytes = view->wire.size();
   counters_.bytes_in.fetch_add(in_bytes, std::memory_order_relaxed);  // a statistic
-  const MessageView& message = view->message;
 
   std::optional<Output> output;
   Fault fault = Fault::kBadStep;
@@ -409,14 +416,15 @@ void Worker::serve_one(Frame& received, bool& dead) {
     if (!built) built = ctx_->build(out, view->topic);
     if (!built) {
       fail(Fault::kLost, message.function, "building the result: " + built.error().describe());
-      if (!out_) static_cast<void>(in_->grant(1));  // the master still gets its credit back
+      // The master (or the bypass's client) still gets its credit back.
+      if (back.pattern() == Pattern::kWorker) static_cast<void>(back.grant(1));
       return;
     }
     result = std::move(*built);
     auto sent_view = result.view();
     out_bytes = sent_view ? sent_view->wire.size() : 0;
   }
-  if (!send_result(result, dead)) return;
+  if (!send_result(result, dead, back)) return;
   counters_.bytes_out.fetch_add(out_bytes, std::memory_order_relaxed);  // a statistic
   counters_.messages.fetch_add(1, std::memory_order_relaxed);
 }
@@ -426,9 +434,16 @@ Result<void> Worker::run() {
     logger_->error("Worker {}: {}", name_, c.error().describe());
     return c;
   }
-  std::uint64_t taken = 0;
+  // The bypass's threads (start_bypass) end before run() returns.
+  struct EndBypass {
+    Worker& w;
+    ~EndBypass() { w.end_bypass(); }
+  } end_bypass{*this};
+  bypass_stop_.store(false, std::memory_order_relaxed);  // relaxed: a flag (see end_bypass)
   MasterWatch watch{std::chrono::steady_clock::now(), 0};
   for (;;) {
+    // relaxed: a count (the bypass's threads add theirs under serve_mu_).
+    const std::uint64_t taken = taken_.load(std::memory_order_relaxed);
     if (options_.messages != 0 && taken >= options_.messages) {
       logger_->info("Worker {}: {} messages served, the limit", name_, taken);
       return {};
@@ -442,8 +457,11 @@ Result<void> Worker::run() {
     bool dead = false;
     if (w == WaitResult::kReady) {
       if (d.event != transport::Event::kMessage || !d.frame) continue;
-      ++taken;
-      serve_one(d.frame, dead);
+      {
+        const std::lock_guard lock(serve_mu_);
+        taken_.fetch_add(1, std::memory_order_relaxed);
+        serve_one(d.frame, dead, out_ ? *out_ : *in_);
+      }
       if (!dead) continue;
     } else if (w == WaitResult::kTimeout) {
       if (auto gone = master_gone(watch, taken); !gone) return gone;
@@ -464,6 +482,62 @@ Result<void> Worker::run() {
     logger_->error("Worker {}: {}", name_, why);
     return make_error(Errc::kClosed, why);
   }
+}
+
+// ---- the bypass (bypass.hpp) -------------------------------------------------
+
+void Worker::start_bypass(std::string address) {
+  std::erase_if(bypass_threads_, [](BypassThread& b) {
+    if (!b.done->load(std::memory_order_acquire)) return false;  // pairs with the release in serve_bypass
+    b.thread.join();
+    return true;
+  });
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  bypass_threads_.push_back(BypassThread{std::thread([this, address = std::move(address), done] {
+                                           serve_bypass(address);
+                                           // Release: it ran to its end; start_bypass may join it.
+                                           done->store(true, std::memory_order_release);
+                                         }),
+                                         done});
+}
+
+void Worker::end_bypass() noexcept {
+  bypass_stop_.store(true, std::memory_order_relaxed);  // relaxed: a flag, looked at every `poll`
+  for (BypassThread& b : bypass_threads_) b.thread.join();
+  bypass_threads_.clear();
+}
+
+void Worker::serve_bypass(const std::string& address) {
+  EndpointSpec spec = EndpointSpec::connect_to(Pattern::kWorker, address);
+  spec.credits = options_.credits;
+  auto ep = ctx_->open(spec);
+  if (!ep) {  // the client left already, most often
+    logger_->info("Worker {}: not serving the client at {} directly: {}", name_, address, ep.error().describe());
+    return;
+  }
+  logger_->info("Worker {}: serving a client directly (master bypass) at {}", name_, address);
+  std::uint64_t served = 0;
+  // relaxed: flags and a count, looked at every `poll`.
+  const auto more = [&] {
+    return !stop_.load(std::memory_order_relaxed) && !bypass_stop_.load(std::memory_order_relaxed) &&
+           (options_.messages == 0 || taken_.load(std::memory_order_relaxed) < options_.messages);
+  };
+  while (more()) {
+    transport::Delivery d;
+    const WaitResult w = (*ep)->recv_for(d, options_.poll);
+    if (w == WaitResult::kTimeout) continue;
+    if (w != WaitResult::kReady) break;  // the client's segment is gone
+    if (d.event != transport::Event::kMessage || !d.frame) continue;
+    bool dead = false;
+    {
+      const std::lock_guard lock(serve_mu_);
+      taken_.fetch_add(1, std::memory_order_relaxed);
+      serve_one(d.frame, dead, **ep);
+    }
+    ++served;
+    if (dead) break;
+  }
+  logger_->info("Worker {}: done with the client at {} ({} messages served directly)", name_, address, served);
 }
 
 }  // namespace palm::servers

@@ -18,12 +18,14 @@
 #include "peer.hpp"
 #include "servers_test_util.hpp"
 #include "wire_client.hpp"
+#include "worker_thread.hpp"
 
 namespace palm::servers {
 namespace {
 
 using namespace std::chrono_literals;
 using transport::Context;
+using test::WorkerThread;
 
 MasterConfig master_config(std::uint64_t messages = 0) {
   MasterConfig cfg;
@@ -37,51 +39,6 @@ MasterConfig master_config(std::uint64_t messages = 0) {
   cfg.messages = messages;
   return cfg;
 }
-
-// A palm Worker serving in its own thread until stopped.
-class WorkerThread {
- public:
-  WorkerThread(Context& ctx, const std::string& db, shm::TransportMode mode, std::string name,
-               std::uint32_t credits = 4) {
-    WorkerOptions o;
-    o.name = std::move(name);
-    o.db_address = db;
-    o.transport = mode;
-    o.credits = credits;
-    o.log_level = LogLevel::kWarning;
-    o.poll = 20ms;
-    MethodTable methods;
-    add_builtin_methods(methods);
-    const std::string tag = o.name;
-    methods.on("tag", [tag](const Call& c) { return Output(tag + ":" + std::string(c.payload_text())); });
-    methods.on("slow", [tag](const Call& c) {
-      std::this_thread::sleep_for(2ms);
-      return Output(tag + ":" + std::string(c.payload_text()));
-    });
-    methods.on("fill", [](const Call& c) {
-      const std::string text = "filled:" + std::string(c.payload_text());
-      return Output::fill(text.size(), [text](std::span<std::byte> room) {
-        std::memcpy(room.data(), text.data(), text.size());
-        return text.size();
-      });
-    });
-    worker_ = std::make_unique<Worker>(ctx, o, std::move(methods));
-    auto r = worker_->connect();
-    EXPECT_TRUE(r) << r.error().describe();
-    thread_ = std::thread([this] { result_ = worker_->run(); });
-  }
-  ~WorkerThread() { stop(); }
-  void stop() {
-    worker_->stop();
-    if (thread_.joinable()) thread_.join();
-  }
-  Worker& worker() { return *worker_; }
-
- private:
-  std::unique_ptr<Worker> worker_;
-  std::thread thread_;
-  Result<void> result_;
-};
 
 class MasterTest : public ::testing::Test {
  protected:

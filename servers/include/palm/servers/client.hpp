@@ -46,6 +46,7 @@
 #include <spdlog/logger.h>
 
 #include "palm/core/error.hpp"
+#include "palm/servers/bypass.hpp"
 #include "palm/servers/log.hpp"
 #include "palm/transport/address.hpp"
 #include "palm/transport/context.hpp"
@@ -76,6 +77,12 @@ struct ClientOptions {
   // When set and true, a waiting call gives up within about 100 ms with
   // Errc::kClosed ("interrupted"): a signal handler's flag (the CLI).
   const std::atomic<bool>* cancel = nullptr;
+  // Feed the workers of a palm master directly (bypass.hpp), when the
+  // master offers it and this client reaches it over shm; otherwise (and
+  // while no worker joined within `bypass_wait`) every call goes through
+  // the master. job, job_in_place and eval with one reply use it.
+  bool bypass = false;
+  std::chrono::milliseconds bypass_wait{2000};
 };
 
 // Counters, a snapshot of relaxed loads (each exact at some moment).
@@ -159,27 +166,52 @@ class Client {
   transport::Scheme push_scheme() const noexcept;
   transport::Scheme sub_scheme() const noexcept;
   ClientStats stats() const noexcept;
+  // Whether the bypass was set up (bypass.hpp; workers may not have joined
+  // yet), and its counters with the workers attached now: a snapshot taken
+  // between calls (it waits for a running one).
+  bool bypass_enabled() const noexcept { return bypass_ != nullptr; }
+  BypassStats bypass_stats();
 
  private:
   Client(transport::Context& ctx, ClientOptions options);
 
   [[nodiscard]] Result<void> send_one(std::string_view function, std::span<const std::byte> payload,
                                       std::string_view cache, std::chrono::steady_clock::time_point deadline);
-  // Takes one delivery; true if it was a reply for us (in `out`).
-  bool accept(transport::Delivery& d, std::string& out);
+  // Takes one delivery; true if it was a reply for us (in `out`). `direct`:
+  // a result from a worker of the bypass (no topic to check).
+  bool accept(transport::Delivery& d, std::string& out, bool direct = false);
   // As accept, the payload viewed in d's frame.
-  bool accept_view(transport::Delivery& d, std::span<const std::byte>& out);
-  // The loop of job and job_in_place. `make` builds the next frame into its
-  // argument: kBuilt, kDone (no more), or an error; `on_reply` hands a
-  // delivery to the caller and tells whether it was a reply.
+  bool accept_view(transport::Delivery& d, std::span<const std::byte>& out, bool direct = false);
+  // Where and how the next message is built: the pool where it crosses
+  // without a copy (a shm segment's, else the context's) and its dispatch
+  // id (the bypass's; 0 through a master).
+  struct Target {
+    BlockPool* pool = nullptr;
+    SlotId slot{};
+    std::uint64_t dispatch_id = 0;
+  };
+  // The loop of job, job_in_place and eval. `make` builds the next frame
+  // into its argument: kBuilt, kDone (no more), or an error; `on_reply`
+  // hands a delivery to the caller (direct: from the bypass) and tells
+  // whether it was a reply. Through the bypass when it has workers, else
+  // through the master.
   enum class Made : std::uint8_t { kBuilt, kDone };
-  [[nodiscard]] Result<std::uint64_t> run_job(std::string_view function,
-                                              const std::function<Result<Made>(Frame&)>& make,
-                                              const std::function<bool(transport::Delivery&)>& on_reply,
-                                              std::uint64_t messages);
+  using Make = std::function<Result<Made>(Frame&, const Target&)>;
+  using OnDelivery = std::function<bool(transport::Delivery&, bool direct)>;
+  [[nodiscard]] Result<std::uint64_t> run_job(std::string_view function, const Make& make,
+                                              const OnDelivery& on_reply, std::uint64_t messages);
+  [[nodiscard]] Result<std::uint64_t> run_master(std::string_view function, const Make& make,
+                                                 const OnDelivery& on_reply, std::uint64_t messages);
+  [[nodiscard]] Result<std::uint64_t> run_bypass(std::string_view function, const Make& make,
+                                                 const OnDelivery& on_reply, std::uint64_t messages);
+  // The bypass can carry the next call: workers joined (waits up to
+  // bypass_wait for the first one, once).
+  bool bypass_ready();
+  // Sets up the bypass when the master offers it (bypass.hpp); logs why not.
+  void open_bypass();
   // Where a frame for the PUSH is cheapest to build: the shm segment's pool
   // (no copy on send) or the context's.
-  std::pair<BlockPool*, SlotId> push_pool() const;
+  Target push_target() const;
   // Waits (sliced for `cancel`) up to `deadline` for a reply for us.
   // kTimeout / kClosed errors name `what`.
   [[nodiscard]] Result<std::string> await_reply(std::chrono::steady_clock::time_point deadline,
@@ -193,7 +225,6 @@ class Client {
   // Opens the PUSH and the SUB (open_auto, or the addresses as given with
   // this_config), then settles.
   [[nodiscard]] Result<void> open_endpoints();
-  [[nodiscard]] Result<Frame> build(const MessageView& m);
   // timeout_error adds "the server is gone" when ZeroMQ connections to it are down.
   tl::unexpected<Error> timeout_error(std::string what);
   std::string sub_name() const;  // the SUB's address, and the shm one carrying it
@@ -209,6 +240,8 @@ class Client {
   std::optional<transport::DiscoveryClient> db_;  // absent with this_config until a cache call
   std::unique_ptr<transport::Endpoint> push_;
   std::unique_ptr<transport::Endpoint> sub_;
+  std::unique_ptr<BypassDispatcher> bypass_;  // bypass.hpp; null when not set up
+  bool bypass_waited_ = false;                // bypass_ready waited once already
   std::mutex call_mu_;  // serializes the calls (one PUSH/SUB pair, one REQ)
 
   // Stat counters: relaxed (independent counts, read as a snapshot).

@@ -13,6 +13,9 @@
 //               then gather and handle_stream               -> route "outbound"
 //   "outbound"  PubService on pub_address (+ shm)
 //
+// With MasterConfig::bypass, local clients may feed the palm workers on shm
+// directly (bypass.hpp); the master then only hands them the workers.
+//
 // Threads: one for the three parts (they share it: a message crosses no
 // thread boundary inside the master; MasterConfig::shared_thread), the cache
 // thread, the Context's bridge and the segment's monitor.
@@ -66,6 +69,11 @@ struct MasterConfig {
   std::uint32_t window = 512;       // messages in flight to workers at most
   std::uint32_t pylm_credits = 32;  // of those, to pylm workers at most
   std::chrono::milliseconds pylm_timeout{30000};
+  // Offer the bypass (bypass.hpp): local clients feed the palm workers on
+  // shm directly. Only for a master whose scatter, gather and
+  // handle_stream are the defaults (the bypassed messages skip them); it
+  // is also off when pipelined or with a `messages` limit.
+  bool bypass = false;
   // inbound, dispatch and outbound on one thread (false: a thread each, so
   // a slow scatter or gather does not hold the others back).
   bool shared_thread = true;

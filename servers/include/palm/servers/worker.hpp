@@ -35,8 +35,11 @@
 // to a one-line reason; it is logged at ERROR (repeats of one reason
 // throttled), counted by kind, and the worker goes on.
 //
-// Threads: none of its own. run() serves on the caller's thread; the
-// Context's threads carry the bytes. set/get/remove and stats() may be
+// Threads: run() serves on the caller's thread; the Context's threads carry
+// the bytes. With a palm master that offers the bypass (bypass.hpp), one
+// thread per local client that feeds this worker directly; messages are
+// still served one at a time (serve_mu_), and run() ends them before it
+// returns. set/get/remove and stats() may be
 // called from any thread (the cache client serializes its requests; the
 // counters are atomics). stop() may be called from any thread; it is not
 // async-signal-safe by contract (a signal handler sets its own flag, or a
@@ -60,11 +63,14 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include <spdlog/logger.h>
 
 #include "palm/core/error.hpp"
 #include "palm/core/frame.hpp"
+#include "palm/servers/bypass.hpp"
 #include "palm/servers/cache.hpp"
 #include "palm/servers/log.hpp"
 #include "palm/servers/method.hpp"
@@ -177,12 +183,17 @@ class Worker {
                               std::span<const std::byte> payload);
   Result<std::unique_ptr<transport::Endpoint>> open_to(transport::EndpointSpec spec);
   enum class Fault : std::uint8_t { kUnknownMethod, kBadStep, kMethodThrew, kNoResult, kLost };
-  // Serves one received message; `dead` set if the master is gone.
-  void serve_one(Frame& received, bool& dead);
-  // Sends `frame` on the result endpoint, retrying each `poll` until
-  // stop(); false if it could not (logged, counted), `dead` set if the
-  // master is gone.
-  bool send_result(Frame& frame, bool& dead);
+  // Serves one received message, its result sent on `back`; `dead` set if
+  // the master (or the bypass's client) is gone. Under serve_mu_.
+  void serve_one(Frame& received, bool& dead, transport::Endpoint& back);
+  // Sends `frame` on `ep`, retrying each `poll` until stop(); false if it
+  // could not (logged, counted), `dead` set if the peer is gone.
+  bool send_result(Frame& frame, bool& dead, transport::Endpoint& ep);
+  // The bypass (bypass.hpp): serve the client's dispatcher at `address` on
+  // a thread of its own (run()'s thread starts and ends them).
+  void start_bypass(std::string address);
+  void serve_bypass(const std::string& address);
+  void end_bypass() noexcept;
   // On ZeroMQ: kPeerDead once the connection to the master stayed down for
   // master_timeout. Looked at when a wait for work times out (idle): off
   // the message path.
@@ -224,6 +235,19 @@ class Worker {
   // Set by stop(), polled by run() at each wake-up (relaxed: a flag; run()
   // rechecks it every `poll`).
   std::atomic<bool> stop_{false};
+
+  // Messages taken (the `messages` limit), by run() and the bypass threads.
+  std::atomic<std::uint64_t> taken_{0};
+  // One message served at a time, whoever sent it: the methods, fail()'s
+  // throttle and the counters' order need no more care than in pylm.
+  std::mutex serve_mu_;
+  // The bypass's threads: run()'s thread only. `done` is set when one ends.
+  struct BypassThread {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<BypassThread> bypass_threads_;
+  std::atomic<bool> bypass_stop_{false};  // run() is returning
 
   // Repeated identical errors: logged at most once a second per reason,
   // with the count of the ones not logged. run()'s thread only.

@@ -1,0 +1,157 @@
+// The client's side of the master bypass (bypass.hpp): setting it up, and
+// the loop of job / job_in_place / eval through it.
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "palm/servers/client.hpp"
+
+namespace palm::servers {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+// The longest sleep before looking at `cancel` (as client.cpp's waits).
+constexpr std::chrono::milliseconds kCancelSlice{100};
+}  // namespace
+
+void Client::open_bypass() {
+  std::string why;
+  if (push_->scheme() != transport::Scheme::kShm) {
+    why = "the master is reached over " + std::string(transport::to_string(push_->scheme())) +
+          ", not shared memory";
+  } else if (!db_) {
+    why = "this_config: the master's cache is not asked";
+  } else if (auto offered = db_->get(kBypassKey, options_.timeout); !offered) {
+    why = "asking the master's cache: " + offered.error().describe();
+  } else if (*offered != "1") {
+    why = "the master does not offer it";
+  }
+  if (!why.empty()) {
+    logger_->info("Client {}: no bypass: {}", uuid_.substr(0, 8), why);
+    return;
+  }
+  auto dispatcher = BypassDispatcher::create(fmt::format("palm-bypass-{}-{}", ::getpid(), uuid_.substr(0, 8)));
+  if (!dispatcher) {
+    logger_->warn("Client {}: no bypass: {}", uuid_.substr(0, 8), dispatcher.error().describe());
+    return;
+  }
+  const std::string& address = (*dispatcher)->address();
+  const auto payload = std::as_bytes(std::span(address.data(), address.size()));
+  if (auto sent = send_one(kBypassFunction, payload, {}, Clock::now() + options_.timeout); !sent) {
+    logger_->warn("Client {}: no bypass: asking the master: {}", uuid_.substr(0, 8), sent.error().describe());
+    return;
+  }
+  counters_.sent.fetch_sub(1, std::memory_order_relaxed);  // not a message of the caller's (relaxed: a statistic)
+  bypass_ = std::move(*dispatcher);
+  logger_->info("Client {}: bypass at {}: the master's workers attach to it", uuid_.substr(0, 8), address);
+}
+
+bool Client::bypass_ready() {
+  if (!bypass_) return false;
+  // Results of a call that ended early, and workers that joined meanwhile.
+  const BypassDispatcher::OnResult stale = [&](Frame&) {
+    counters_.stale.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  };
+  bypass_->poll(stale);
+  if (bypass_->workers() > 0) return true;
+  if (bypass_waited_) return false;
+  bypass_waited_ = true;  // the workers attach once, right after connect: wait for them once
+  const auto deadline = Clock::now() + options_.bypass_wait;
+  for (auto now = Clock::now(); now < deadline && bypass_->workers() == 0 && !cancelled(); now = Clock::now()) {
+    if (bypass_->wait(std::min<Clock::duration>(deadline - now, kCancelSlice), stale) == WaitResult::kShutdown) {
+      break;
+    }
+  }
+  if (bypass_->workers() > 0) return true;
+  logger_->warn("Client {}: no worker joined the bypass within {} ms: calls go through the master",
+                uuid_.substr(0, 8), options_.bypass_wait.count());
+  return false;
+}
+
+Result<std::uint64_t> Client::run_bypass(std::string_view function, const Make& make, const OnDelivery& on_reply,
+                                         std::uint64_t messages) {
+  BypassDispatcher& bp = *bypass_;
+  bp.abandon();  // what a call that ended early left
+  const std::uint64_t window = std::max<std::uint32_t>(options_.window, 1);
+  std::uint64_t sent = 0;
+  std::uint64_t got = 0;
+  bool done_sending = false;
+  Frame pending;  // built, not yet taken by a worker
+  std::uint64_t pending_id = 0;
+  auto last_progress = Clock::now();
+  transport::Delivery d;
+  const BypassDispatcher::OnResult on_result = [&](Frame& frame) {
+    d.frame = std::move(frame);
+    if (on_reply(d, true)) ++got;
+    d.frame.reset();
+  };
+  const auto finished = [&] { return messages > 0 ? got >= messages : done_sending && got >= sent; };
+
+  while (!finished()) {
+    bool progressed = bp.poll(on_result) > 0;
+    // Messages of a worker that left go first; then new ones, while the
+    // window has room and a worker has credit.
+    bool blocked = !bp.resend();
+    while (!blocked && !done_sending && bp.in_flight() < window) {
+      if (!pending) {
+        pending_id = bp.next_id();
+        auto made = make(pending, Target{&bp.pool(), bp.slot(), pending_id});
+        if (!made) return tl::unexpected(std::move(made.error()));
+        if (*made == Made::kDone) {
+          done_sending = true;
+          break;
+        }
+      }
+      if (!bp.send(pending, pending_id)) {
+        blocked = true;
+        break;
+      }
+      ++sent;
+      counters_.sent.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      progressed = true;
+    }
+    if (finished()) break;
+    const auto now = Clock::now();
+    if (progressed) {
+      last_progress = now;
+      continue;
+    }
+    if (cancelled()) return cancelled_error();
+    const auto deadline = last_progress + options_.timeout;
+    if (now >= deadline) {
+      return timeout_error(fmt::format(
+          "job '{}' through the bypass at {}: nothing sent or received for {} ms; {} replies of {} came "
+          "({} workers attached)",
+          function, bp.address(), options_.timeout.count(), got,
+          messages > 0 ? std::to_string(messages) : std::to_string(sent) + " sent", bp.workers()));
+    }
+    // Sleep on the dispatcher's doorbell: every result, credit and join
+    // rings it.
+    Clock::duration slice = deadline - now;
+    if (options_.cancel != nullptr) slice = std::min<Clock::duration>(slice, kCancelSlice);
+    const WaitResult w = bp.wait(slice, on_result);
+    if (w == WaitResult::kReady) {
+      last_progress = Clock::now();
+    } else if (w == WaitResult::kShutdown) {
+      return make_error(Errc::kClosed, fmt::format("the bypass at {} closed during job '{}' after {} replies",
+                                                   bp.address(), function, got));
+    }
+  }
+  return got;
+}
+
+BypassStats Client::bypass_stats() {
+  std::lock_guard lock(call_mu_);
+  if (!bypass_) return {};
+  // Joins and leaves since the last call count.
+  bypass_->poll([&](Frame&) {
+    counters_.stale.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  });
+  return bypass_->stats();
+}
+
+}  // namespace palm::servers

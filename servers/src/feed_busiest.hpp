@@ -1,0 +1,40 @@
+#pragma once
+// The choice of worker shared by the master's dispatch and the client's
+// bypass (DESIGN.md "The farm": feed the busiest workers, let the rest
+// sleep).
+//
+// In joining order, the first worker with credit holding fewer than kRun
+// messages takes the next one. A trickle stays on one worker and the others
+// fall asleep (with more workers than cores, every awake one costs its
+// peers context switches); under load a worker takes up to kRun before the
+// next is used, so a worker woken for one message finds the next ones
+// there, and a short job of slow messages still spreads. When every worker
+// holds kRun, the one holding fewest (with credit) takes it, so deep
+// credits still fill.
+
+#include <cstdint>
+
+namespace palm::servers::detail {
+
+inline constexpr std::uint32_t kRun = 16;  // held at one worker before the next takes any
+
+// `workers`: a range in joining order; `at(element)` gives a Worker* with
+// `credits`, and `held(Worker&)` what it holds. nullptr: none has credit.
+template <class Range, class At, class Held>
+auto* feed_the_busiest(Range& workers, At at, Held held) {
+  decltype(at(*workers.begin())) pick = nullptr;
+  std::uint32_t fewest = ~0u;
+  for (auto& element : workers) {
+    auto* w = at(element);
+    if (w->credits == 0) continue;
+    const std::uint32_t h = held(*w);
+    if (h < kRun) return w;
+    if (h < fewest) {
+      fewest = h;
+      pick = w;
+    }
+  }
+  return pick;
+}
+
+}  // namespace palm::servers::detail

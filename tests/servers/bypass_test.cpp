@@ -1,0 +1,222 @@
+// The master bypass (servers/bypass.hpp), in-process: a Master, palm Workers
+// in threads and a Client over shm. The client feeds the workers directly
+// (the master dispatches none of its messages), every reply once; a worker
+// that leaves mid-job has its messages sent to one that joined later; a
+// master that does not offer it, or offers no worker on shm, is used as
+// usual.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "palm/servers/client.hpp"
+#include "palm/servers/master.hpp"
+#include "palm/transport/context.hpp"
+#include "peer.hpp"
+#include "servers_test_util.hpp"
+#include "worker_thread.hpp"
+
+namespace palm::servers {
+namespace {
+
+using namespace std::chrono_literals;
+using test::WorkerThread;
+using transport::Context;
+
+MasterConfig bypass_master(bool bypass) {
+  MasterConfig cfg;
+  cfg.server.name = palm::test::unique_name("bypass");
+  cfg.server.db_address = "tcp://127.0.0.1:*";
+  cfg.server.log_level = LogLevel::kWarning;
+  cfg.pull_address = "tcp://127.0.0.1:*";
+  cfg.pub_address = "tcp://127.0.0.1:*";
+  cfg.worker_pull_address = "tcp://127.0.0.1:*";
+  cfg.worker_push_address = "tcp://127.0.0.1:*";
+  cfg.bypass = bypass;
+  return cfg;
+}
+
+bool segment_exists(const std::string& name) {
+  struct stat st{};
+  return ::stat(("/dev/shm/" + name).c_str(), &st) == 0;
+}
+
+class BypassTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto c = Context::create();
+    ASSERT_TRUE(c) << c.error().describe();
+    ctx_.emplace(std::move(*c));
+  }
+  std::unique_ptr<Client> client(const Master& m, std::chrono::milliseconds wait = 5000ms) {
+    ClientOptions o;
+    o.server_name = m.name();
+    o.db_address = m.db_address();
+    o.transport = shm::TransportMode::kShm;
+    o.log_level = LogLevel::kWarning;
+    o.timeout = 10000ms;
+    o.bypass = true;
+    o.bypass_wait = wait;
+    auto c = Client::connect(*ctx_, o);
+    EXPECT_TRUE(c) << c.error().describe();
+    return c ? std::move(*c) : nullptr;
+  }
+  static void wait_workers(const Master& m, std::uint64_t n) {
+    for (int i = 0; i < 500 && m.dispatch_stats().workers_shm + m.dispatch_stats().workers_tcp < n; ++i) {
+      std::this_thread::sleep_for(10ms);
+    }
+    ASSERT_EQ(m.dispatch_stats().workers_shm + m.dispatch_stats().workers_tcp, n);
+  }
+  // A job of `n` messages "0".."n-1" through `function`: the replies, by
+  // the worker tag before ':' (tag methods), with every number.
+  static std::map<std::string, std::multiset<std::string>> job(Client& c, std::string_view function, int n) {
+    std::map<std::string, std::multiset<std::string>> by_worker;
+    int next = 0;
+    auto got = c.job(
+        function,
+        [&](std::string& payload) {
+          if (next == n) return false;
+          payload = std::to_string(next++);
+          return true;
+        },
+        [&](std::string_view reply) {
+          const auto colon = reply.find(':');
+          by_worker[std::string(reply.substr(0, colon))].insert(
+              std::string(colon == std::string_view::npos ? reply : reply.substr(colon + 1)));
+        });
+    EXPECT_TRUE(got) << got.error().describe();
+    if (got) {
+      EXPECT_EQ(*got, static_cast<std::uint64_t>(n));
+    }
+    return by_worker;
+  }
+  static void expect_each_once(const std::map<std::string, std::multiset<std::string>>& by_worker, int n) {
+    std::multiset<std::string> all;
+    for (const auto& [worker, numbers] : by_worker) all.insert(numbers.begin(), numbers.end());
+    ASSERT_EQ(all.size(), static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) EXPECT_EQ(all.count(std::to_string(i)), 1u) << i;
+  }
+  std::optional<Context> ctx_;
+};
+
+TEST_F(BypassTest, TheClientFeedsTheWorkersDirectlyEveryReplyOnce) {
+  Master master(*ctx_, bypass_master(true));
+  ASSERT_TRUE(master.start());
+  palm::test::ShmGuard guard(master.segment());
+  EXPECT_EQ(master.cache().get(std::string(kBypassKey)).value_or(""), "1");
+  WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
+  WorkerThread b(*ctx_, master.db_address(), shm::TransportMode::kShm, "b", 4);
+  wait_workers(master, 2);
+  auto c = client(master);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->bypass_enabled());
+  const std::string segment = "palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8);
+  palm::test::ShmGuard bypass_guard(segment);  // removed by the client; this if it fails
+  EXPECT_TRUE(segment_exists(segment));
+  for (int i = 0; i < 500 && c->bypass_stats().workers < 2; ++i) std::this_thread::sleep_for(10ms);
+
+  constexpr int kN = 600;
+  const auto by_worker = job(*c, "_.tag", kN);
+  expect_each_once(by_worker, kN);
+  // Credits of 4 each under a window of 256: both take some.
+  EXPECT_EQ(by_worker.count("a"), 1u);
+  EXPECT_EQ(by_worker.count("b"), 1u);
+  auto one = c->eval("_.tag", std::string_view("last"));
+  ASSERT_TRUE(one) << one.error().describe();
+  EXPECT_TRUE(*one == "a:last" || *one == "b:last") << *one;
+
+  const BypassStats s = c->bypass_stats();
+  EXPECT_EQ(s.workers, 2u);
+  EXPECT_EQ(s.results, kN + 1u);
+  EXPECT_EQ(s.dispatched, kN + 1u);
+  EXPECT_EQ(s.duplicates, 0u);
+  EXPECT_EQ(c->stats().received, kN + 1u);
+  EXPECT_EQ(c->stats().sent, kN + 1u) << "the bypass request is not a message of the caller's";
+  const DispatchStats d = master.dispatch_stats();
+  EXPECT_EQ(d.dispatched_shm + d.dispatched_tcp, 0u) << "the master dispatched none of them";
+  EXPECT_EQ(d.duplicates, 0u) << "the workers' answers to the bypass request are not results";
+  EXPECT_EQ(a.worker().stats().messages + b.worker().stats().messages, kN + 1u);
+
+  c.reset();
+  EXPECT_FALSE(segment_exists(segment)) << "the client removes its segment";
+}
+
+TEST_F(BypassTest, AWorkerThatLeavesHasItsMessagesSentToOneThatJoinedLater) {
+  Master master(*ctx_, bypass_master(true));
+  ASSERT_TRUE(master.start());
+  palm::test::ShmGuard guard(master.segment());
+  auto slow = std::make_unique<WorkerThread>(*ctx_, master.db_address(), shm::TransportMode::kShm, "slow", 4);
+  wait_workers(master, 1);
+  auto c = client(master);
+  ASSERT_NE(c, nullptr);
+  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
+  std::unique_ptr<WorkerThread> fast;
+  // The slow worker takes four 300 ms sleeps; 100 ms in, another worker
+  // joins (the master tells it of the bypass) and the slow one leaves
+  // after the sleep it is in: the three it holds go to the new one.
+  std::thread change([&] {
+    std::this_thread::sleep_for(100ms);
+    fast = std::make_unique<WorkerThread>(*ctx_, master.db_address(), shm::TransportMode::kShm, "fast", 4);
+    slow.reset();
+  });
+  int next = 0;
+  std::multiset<std::string> replies;
+  auto got = c->job(
+      "_.sleep",
+      [&](std::string& payload) {
+        if (next++ == 4) return false;
+        payload = "300";
+        return true;
+      },
+      [&](std::string_view reply) { replies.insert(std::string(reply)); });
+  change.join();
+  ASSERT_TRUE(got) << got.error().describe();
+  EXPECT_EQ(*got, 4u);
+  EXPECT_EQ(replies.count("300"), 4u);
+  const BypassStats s = c->bypass_stats();
+  EXPECT_GE(s.redispatched, 1u);
+  EXPECT_EQ(s.results, 4u);
+  EXPECT_GE(fast->worker().stats().messages, s.redispatched);
+  EXPECT_EQ(master.dispatch_stats().dispatched_shm, 0u);
+}
+
+TEST_F(BypassTest, AMasterThatDoesNotOfferItIsUsedAsUsual) {
+  Master master(*ctx_, bypass_master(false));
+  ASSERT_TRUE(master.start());
+  palm::test::ShmGuard guard(master.segment());
+  EXPECT_EQ(master.cache().get(std::string(kBypassKey)).value_or("?"), "");
+  WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
+  wait_workers(master, 1);
+  auto c = client(master);
+  ASSERT_NE(c, nullptr);
+  EXPECT_FALSE(c->bypass_enabled());
+  expect_each_once(job(*c, "_.tag", 50), 50);
+  EXPECT_EQ(master.dispatch_stats().dispatched_shm, 50u);
+}
+
+TEST_F(BypassTest, WithoutAWorkerOnShmTheMasterCarriesTheJob) {
+  Master master(*ctx_, bypass_master(true));
+  ASSERT_TRUE(master.start());
+  palm::test::ShmGuard guard(master.segment());
+  WorkerThread t(*ctx_, master.db_address(), shm::TransportMode::kTcp, "t", 4);
+  wait_workers(master, 1);
+  auto c = client(master, 300ms);
+  ASSERT_NE(c, nullptr);
+  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
+  ASSERT_TRUE(c->bypass_enabled());
+  // A worker on tcp cannot attach to a segment: nobody joins within the
+  // wait, and the job goes through the master.
+  expect_each_once(job(*c, "_.tag", 50), 50);
+  EXPECT_EQ(c->bypass_stats().workers, 0u);
+  EXPECT_EQ(c->bypass_stats().dispatched, 0u);
+  EXPECT_EQ(master.dispatch_stats().dispatched_tcp, 50u);
+}
+
+}  // namespace
+}  // namespace palm::servers

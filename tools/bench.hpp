@@ -12,8 +12,8 @@ namespace palm::tools {
 
 // One case: a transport, a payload, a worker count; medians over its runs.
 struct BenchRow {
-  // "shm", "ipc", "tcp"; a master-bypass path, once it exists, gets its own
-  // rows as "shm-bypass" (its clients feeding the workers directly).
+  // "shm", "ipc", "tcp", and "shm-bypass": the master bypass
+  // (servers/bypass.hpp), its client feeding the workers directly.
   std::string transport;
   std::size_t payload = 0;
   unsigned workers = 0;

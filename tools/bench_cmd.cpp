@@ -1,7 +1,8 @@
 // `palm bench`: the bench suite. The same farm as `palm farm` (farm_run.hpp:
 // this process runs the Master and the Client, N `palm worker` processes
-// attach to it) over shm, ZeroMQ ipc and ZeroMQ tcp in one run, for every
-// payload and worker count asked; each case is a fresh farm, repeated
+// attach to it) over shm, shm with the master bypassed (shm-bypass: the
+// client feeds the workers, servers/bypass.hpp), ZeroMQ ipc and ZeroMQ tcp
+// in one run, for every payload and worker count asked; each case is a fresh farm, repeated
 // --runs times (runs interleaved: run 1 of every case, then run 2, ...), the
 // median of each figure shown.
 //
@@ -63,7 +64,7 @@ using Clock = std::chrono::steady_clock;
 constexpr std::string_view kCommand = "bench";
 
 struct BenchOptions {
-  std::vector<std::string> transports = {"shm", "ipc", "tcp"};
+  std::vector<std::string> transports = {"shm", "shm-bypass", "ipc", "tcp"};
   std::vector<std::size_t> payloads = {64, 4096, 65536, 1u << 20};
   std::vector<unsigned> workers = {1, 2, 4, 8};
   std::uint64_t messages = 0;  // 0: per payload (default_messages)
@@ -207,6 +208,7 @@ class ProgressBar {
 struct Case {
   std::string transport;  // the label in the reports
   FarmTransport farm;
+  bool bypass;  // "shm-bypass": the client feeds the workers (servers/bypass.hpp)
   std::size_t payload;
   unsigned workers;
 };
@@ -222,7 +224,10 @@ std::string check_transport(const Case& c, const FarmRunResult& r) {
   const bool shm = c.farm == FarmTransport::kShm;
   const auto total = r.dispatch.dispatched_shm + r.dispatch.dispatched_tcp;
   const auto on_wrong = shm ? r.dispatch.dispatched_tcp : r.dispatch.dispatched_shm;
-  if (total == 0 || on_wrong != 0) {
+  if (c.bypass) {
+    // run_farm_once checked that the bypass carried every message.
+    if (total != 0) return fmt::format("the master dispatched {} messages: the bypass was to carry them all", total);
+  } else if (total == 0 || on_wrong != 0) {
     return fmt::format("the master dispatched {} messages over shm and {} over ZeroMQ", r.dispatch.dispatched_shm,
                        r.dispatch.dispatched_tcp);
   }
@@ -285,7 +290,10 @@ int run_bench(BenchOptions o, const CLI::App& cmd) {
   std::vector<Case> cases;
   for (const auto& t : o.transports) {
     for (std::size_t p : o.payloads) {
-      for (unsigned w : o.workers) cases.push_back({t, *parse_farm_transport(t), p, w});
+      for (unsigned w : o.workers) {
+        const bool bypass = t == "shm-bypass";
+        cases.push_back({t, bypass ? FarmTransport::kShm : *parse_farm_transport(t), bypass, p, w});
+      }
     }
   }
   const std::string load_before = load_average();
@@ -310,6 +318,7 @@ int run_bench(BenchOptions o, const CLI::App& cmd) {
       f.payload = c.payload;
       f.method = o.method;
       f.transport = c.farm;
+      f.bypass = c.bypass;
       f.credits = o.credits;
       f.log_level = *level;
       f.host = o.host;
@@ -410,11 +419,14 @@ void add_bench_commands(CLI::App& app, std::vector<Command>& out) {
   auto o = std::make_shared<BenchOptions>();
   auto* cmd = app.add_subcommand(
       "bench",
-      "The bench suite: the farm of `palm farm` over shm, ZeroMQ ipc and ZeroMQ tcp, for several payloads and "
+      "The bench suite: the farm of `palm farm` over shm, shm with the master bypassed, ZeroMQ ipc and ZeroMQ "
+      "tcp, for several payloads and "
       "worker counts, each case repeated; throughput, round-trip percentiles and idle CPU (medians)");
-  cmd->add_option("--transports", o->transports, "Transports, comma-separated: shm, ipc, tcp")
+  cmd->add_option("--transports", o->transports,
+                  "Transports, comma-separated: shm, shm-bypass (the client feeding the workers directly, the "
+                  "master bypassed), ipc, tcp")
       ->delimiter(',')
-      ->check(CLI::IsMember({"shm", "ipc", "tcp"}))
+      ->check(CLI::IsMember({"shm", "shm-bypass", "ipc", "tcp"}))
       ->capture_default_str();
   cmd->add_option("--payloads", o->payloads, "Payload sizes, comma-separated (64, 4k, 64k, 1m: k = 1024)")
       ->delimiter(',')

@@ -11,8 +11,8 @@ shift 3
 pid=$!
 wait $pid
 rc=$?
-if ls /dev/shm/palm-farm-$pid-* >/dev/null 2>&1; then
-  echo "segment left: $(ls /dev/shm/palm-farm-$pid-*)"
+if ls /dev/shm/palm-farm-$pid-* /dev/shm/palm-bypass-$pid-* >/dev/null 2>&1; then
+  echo "segment left: $(ls /dev/shm/palm-farm-$pid-* /dev/shm/palm-bypass-$pid-* 2>/dev/null)"
   exit 1
 fi
 if [ $rc -ne 0 ]; then

@@ -72,9 +72,21 @@ struct FrameView {
   MessageView message;              // fields, viewed in place in `wire`
 };
 
-// Validates `h` (pool handle checks, then the frame header: magic, version,
-// every offset inside the block) and views it. Data from another process is
-// checked, never trusted: a damaged frame is kMalformed.
+// The bytes of a frame as they go out: the topic and the wire bytes, with
+// the handle and the frame header checked (magic, version, every offset
+// inside the block) but not the message's fields. For a sender that hands
+// the bytes on as they are (the ZeroMQ bridge): whoever receives them
+// parses and validates them, so the sender need not view them first.
+struct FrameWire {
+  const FrameHeader* header = nullptr;
+  std::string_view topic;
+  std::span<const std::byte> wire;  // the serialized PalmMessage
+};
+[[nodiscard]] Result<FrameWire> frame_wire(const BlockPool& pool, Handle h) noexcept;
+
+// Validates `h` (frame_wire's checks, then the message's fields against the
+// header's layout) and views it. Data from another process is checked,
+// never trusted: a damaged frame is kMalformed.
 [[nodiscard]] Result<FrameView> view_frame(const BlockPool& pool, Handle h) noexcept;
 
 // Bytes of block capacity a frame needs.

@@ -105,16 +105,15 @@ Result<Handle> build_frame(BlockPool& pool, SlotId slot, const MessageView& m,
   const std::size_t wire_size = encoded_size(m);
   const std::size_t start =
       wire_start(topic.size()) + head_room(pool, wire_start(topic.size()) + wire_size);
-  auto h = pool.allocate(start + wire_size, slot);
-  if (!h) return h;
-  auto block = pool.resolve(*h);
-  PALM_ASSERT(block.has_value());  // we hold the only reference
+  // The fresh block's view comes with it: we hold the only reference.
+  auto block = pool.allocate_block(start + wire_size, slot);
+  if (!block) return tl::unexpected(std::move(block.error()));
   const std::size_t written =
       encode(m, std::span<std::byte>(block->data + start, block->capacity - start));
   PALM_ASSERT(written == wire_size);
   write_header(block->data, topic, start, layout_for(m, m.payload.size()));
-  (void)pool.set_used(*h, start + wire_size);
-  return h;
+  (void)pool.set_used(*block, start + wire_size);
+  return block->handle;
 }
 
 Result<Handle> parse_frame(BlockPool& pool, SlotId slot, std::span<const std::byte> wire,
@@ -122,19 +121,17 @@ Result<Handle> parse_frame(BlockPool& pool, SlotId slot, std::span<const std::by
   if (topic.size() > kMaxTopicBytes) return tl::unexpected(topic_too_large(topic.size()));
   const std::size_t bound = canonical_size_bound(wire.size());
   const std::size_t start = wire_start(topic.size()) + head_room(pool, wire_start(topic.size()) + bound);
-  auto h = pool.allocate(start + bound, slot);
-  if (!h) return h;
-  auto block = pool.resolve(*h);
-  PALM_ASSERT(block.has_value());
+  auto block = pool.allocate_block(start + bound, slot);
+  if (!block) return tl::unexpected(std::move(block.error()));
   auto layout =
       parse_into(wire, std::span<std::byte>(block->data + start, block->capacity - start));
   if (!layout) {
-    (void)pool.release(slot, *h);
+    (void)pool.release(slot, block->handle);
     return tl::unexpected(std::move(layout.error()));
   }
   write_header(block->data, topic, start, *layout);
-  (void)pool.set_used(*h, start + layout->size);
-  return h;
+  (void)pool.set_used(*block, start + layout->size);
+  return block->handle;
 }
 
 Result<Frame> Frame::build(BlockPool& pool, SlotId slot, const MessageView& m,
@@ -274,13 +271,11 @@ Result<void> FrameWriter::begin(BlockPool& pool, SlotId slot, const MessageView&
   const std::size_t start = wire_start(topic.size()) + head_room(pool, bare);
   const std::size_t payload_offset = start + head_size(head_fields, max_payload);
   const std::size_t need = payload_offset + max_payload + tail_size(head_fields);
-  auto h = pool.allocate(need, slot);
-  if (!h) return tl::unexpected(std::move(h.error()));
-  auto block = pool.resolve(*h);
-  PALM_ASSERT(block.has_value());
+  auto block = pool.allocate_block(need, slot);
+  if (!block) return tl::unexpected(std::move(block.error()));
   pool_ = &pool;
   slot_ = slot;
-  handle_ = *h;
+  handle_ = block->handle;
   data_ = block->data;
   fields_ = head_fields;
   payload_offset_ = payload_offset;

@@ -239,7 +239,7 @@ Result<Handle> Frame::give_away() noexcept {
   return std::exchange(handle_, Handle{});
 }
 
-void Frame::reset() noexcept {
+void Frame::drop() noexcept {
   if (*this) (void)pool_->release(slot_, handle_);
   pool_ = nullptr;
   handle_ = Handle{};

@@ -231,6 +231,31 @@ TEST_F(FrameTest, OversizedTopicIsRefused) {
 namespace palm {
 namespace {
 
+TEST_F(FrameTest, MovesCarryTheKeptViewAndLeaveNothingBehind) {
+  auto a = Frame::build(*pool_, slot_, sample(bytes_of("first")));
+  auto b = Frame::build(*pool_, slot_, sample(bytes_of("second")));
+  ASSERT_TRUE(a && b);
+  ASSERT_NE(a->peek(), nullptr);  // a is viewed, b is not
+  const auto* wire = a->peek()->wire.data();
+  Frame moved(std::move(*a));
+  EXPECT_FALSE(*a);
+  EXPECT_EQ(a->cached_view(), nullptr);
+  ASSERT_NE(moved.cached_view(), nullptr);
+  EXPECT_EQ(moved.cached_view()->wire.data(), wire);
+  // Assigning an unviewed frame over a viewed one: the old reference is
+  // released and its view goes with it.
+  const Handle old = moved.handle();
+  moved = std::move(*b);
+  EXPECT_EQ(moved.cached_view(), nullptr);
+  EXPECT_EQ(view_frame(*pool_, old).error().code, Errc::kStaleHandle);
+  ASSERT_NE(moved.peek(), nullptr);
+  EXPECT_EQ(std::memcmp(moved.peek()->message.payload.data(), "second", 6), 0);
+  moved.reset();
+  EXPECT_FALSE(moved);
+  EXPECT_EQ(moved.cached_view(), nullptr);
+  // TearDown checks that every block came back.
+}
+
 TEST_F(FrameTest, FrameOwnsOneReferenceAndSharesByCount) {
   auto f = Frame::build(*pool_, slot_, sample(bytes_of("fan-out")), "t");
   ASSERT_TRUE(f) << f.error().describe();

@@ -22,9 +22,12 @@ constexpr std::size_t kRewriteHeadRoom = 80;
 constexpr std::size_t kRewriteTailRoom = 16;
 
 std::size_t head_room(const BlockPool& pool, std::size_t need) {
-  auto c = pool.class_for(need + kRewriteHeadRoom + kRewriteTailRoom);
+  // The room fits when the block `need` takes holds it too (one class
+  // lookup: it runs for every frame built or parsed).
   auto plain = pool.class_for(need);
-  return c && plain && *c == *plain ? kRewriteHeadRoom : 0;
+  return plain && need + kRewriteHeadRoom + kRewriteTailRoom <= pool.class_capacity(*plain)
+             ? kRewriteHeadRoom
+             : 0;
 }
 
 // Where the wire bytes start when nothing needs slack.
@@ -32,13 +35,10 @@ std::size_t wire_start(std::size_t topic_length) {
   return align_up(kFrameHeaderBytes + topic_length);
 }
 
-Result<void> check_topic(std::string_view topic) {
-  if (topic.size() > kMaxTopicBytes) {
-    return make_error(Errc::kTooLarge, "a topic of " + std::to_string(topic.size()) +
-                                           " bytes exceeds palm's limit of " +
-                                           std::to_string(kMaxTopicBytes));
-  }
-  return {};
+[[gnu::cold]] Error topic_too_large(std::size_t bytes) {
+  return Error{Errc::kTooLarge, "a topic of " + std::to_string(bytes) +
+                                    " bytes exceeds palm's limit of " +
+                                    std::to_string(kMaxTopicBytes)};
 }
 
 void write_header(std::byte* data, std::string_view topic, std::size_t wire_offset,
@@ -60,16 +60,15 @@ std::size_t frame_bytes(const MessageView& m, std::string_view topic) noexcept {
   return wire_start(topic.size()) + encoded_size(m);
 }
 
-Result<FrameView> view_frame(const BlockPool& pool, Handle h) noexcept {
+Result<FrameWire> frame_wire(const BlockPool& pool, Handle h) noexcept {
   auto block = pool.resolve(h);
   if (!block) return tl::unexpected(std::move(block.error()));
-  FrameView v;
-  v.handle = h;
   if (block->capacity < kFrameHeaderBytes) {
     return make_error(Errc::kMalformed, "block too small for a frame");
   }
-  v.header = reinterpret_cast<const FrameHeader*>(block->data);  // NOLINT: the layout ABI
-  const FrameHeader& fh = *v.header;
+  FrameWire w;
+  w.header = reinterpret_cast<const FrameHeader*>(block->data);  // NOLINT: the layout ABI
+  const FrameHeader& fh = *w.header;
   if (fh.magic != kFrameMagic || fh.version != kFrameVersion) {
     return make_error(Errc::kMalformed, "block holds no frame of version " +
                                             std::to_string(kFrameVersion));
@@ -80,10 +79,21 @@ Result<FrameView> view_frame(const BlockPool& pool, Handle h) noexcept {
       fh.layout.size > block->capacity - fh.wire_offset) {
     return make_error(Errc::kMalformed, "frame offsets out of its block");
   }
-  v.topic = std::string_view(reinterpret_cast<const char*>(block->data + kFrameHeaderBytes),
+  w.topic = std::string_view(reinterpret_cast<const char*>(block->data + kFrameHeaderBytes),
                              fh.topic_length);
-  v.wire = std::span<const std::byte>(block->data + fh.wire_offset, fh.layout.size);
-  auto msg = view_of(fh.layout, v.wire);
+  w.wire = std::span<const std::byte>(block->data + fh.wire_offset, fh.layout.size);
+  return w;
+}
+
+Result<FrameView> view_frame(const BlockPool& pool, Handle h) noexcept {
+  auto w = frame_wire(pool, h);
+  if (!w) return tl::unexpected(std::move(w.error()));
+  FrameView v;
+  v.handle = h;
+  v.header = w->header;
+  v.topic = w->topic;
+  v.wire = w->wire;
+  auto msg = view_of(w->header->layout, v.wire);
   if (!msg) return tl::unexpected(std::move(msg.error()));
   v.message = *msg;
   return v;
@@ -91,40 +101,37 @@ Result<FrameView> view_frame(const BlockPool& pool, Handle h) noexcept {
 
 Result<Handle> build_frame(BlockPool& pool, SlotId slot, const MessageView& m,
                            std::string_view topic) noexcept {
-  if (auto t = check_topic(topic); !t) return tl::unexpected(std::move(t.error()));
+  if (topic.size() > kMaxTopicBytes) return tl::unexpected(topic_too_large(topic.size()));
   const std::size_t wire_size = encoded_size(m);
   const std::size_t start =
       wire_start(topic.size()) + head_room(pool, wire_start(topic.size()) + wire_size);
-  auto h = pool.allocate(start + wire_size, slot);
-  if (!h) return h;
-  auto block = pool.resolve(*h);
-  PALM_ASSERT(block.has_value());  // we hold the only reference
+  // The fresh block's view comes with it: we hold the only reference.
+  auto block = pool.allocate_block(start + wire_size, slot);
+  if (!block) return tl::unexpected(std::move(block.error()));
   const std::size_t written =
       encode(m, std::span<std::byte>(block->data + start, block->capacity - start));
   PALM_ASSERT(written == wire_size);
   write_header(block->data, topic, start, layout_for(m, m.payload.size()));
-  (void)pool.set_used(*h, start + wire_size);
-  return h;
+  (void)pool.set_used(*block, start + wire_size);
+  return block->handle;
 }
 
 Result<Handle> parse_frame(BlockPool& pool, SlotId slot, std::span<const std::byte> wire,
                            std::string_view topic) noexcept {
-  if (auto t = check_topic(topic); !t) return tl::unexpected(std::move(t.error()));
+  if (topic.size() > kMaxTopicBytes) return tl::unexpected(topic_too_large(topic.size()));
   const std::size_t bound = canonical_size_bound(wire.size());
   const std::size_t start = wire_start(topic.size()) + head_room(pool, wire_start(topic.size()) + bound);
-  auto h = pool.allocate(start + bound, slot);
-  if (!h) return h;
-  auto block = pool.resolve(*h);
-  PALM_ASSERT(block.has_value());
+  auto block = pool.allocate_block(start + bound, slot);
+  if (!block) return tl::unexpected(std::move(block.error()));
   auto layout =
       parse_into(wire, std::span<std::byte>(block->data + start, block->capacity - start));
   if (!layout) {
-    (void)pool.release(slot, *h);
+    (void)pool.release(slot, block->handle);
     return tl::unexpected(std::move(layout.error()));
   }
   write_header(block->data, topic, start, *layout);
-  (void)pool.set_used(*h, start + layout->size);
-  return h;
+  (void)pool.set_used(*block, start + layout->size);
+  return block->handle;
 }
 
 Result<Frame> Frame::build(BlockPool& pool, SlotId slot, const MessageView& m,
@@ -232,7 +239,7 @@ Result<Handle> Frame::give_away() noexcept {
   return std::exchange(handle_, Handle{});
 }
 
-void Frame::reset() noexcept {
+void Frame::drop() noexcept {
   if (*this) (void)pool_->release(slot_, handle_);
   pool_ = nullptr;
   handle_ = Handle{};
@@ -251,7 +258,7 @@ void FrameWriter::abandon() noexcept {
 Result<void> FrameWriter::begin(BlockPool& pool, SlotId slot, const MessageView& fields,
                                 std::string_view topic, std::size_t max_payload) noexcept {
   abandon();
-  if (auto t = check_topic(topic); !t) return t;
+  if (topic.size() > kMaxTopicBytes) return tl::unexpected(topic_too_large(topic.size()));
   MessageView head_fields = fields;
   head_fields.payload = {};
   // The payload goes where the longest head (that of a max_payload payload)
@@ -264,13 +271,11 @@ Result<void> FrameWriter::begin(BlockPool& pool, SlotId slot, const MessageView&
   const std::size_t start = wire_start(topic.size()) + head_room(pool, bare);
   const std::size_t payload_offset = start + head_size(head_fields, max_payload);
   const std::size_t need = payload_offset + max_payload + tail_size(head_fields);
-  auto h = pool.allocate(need, slot);
-  if (!h) return tl::unexpected(std::move(h.error()));
-  auto block = pool.resolve(*h);
-  PALM_ASSERT(block.has_value());
+  auto block = pool.allocate_block(need, slot);
+  if (!block) return tl::unexpected(std::move(block.error()));
   pool_ = &pool;
   slot_ = slot;
-  handle_ = *h;
+  handle_ = block->handle;
   data_ = block->data;
   fields_ = head_fields;
   payload_offset_ = payload_offset;

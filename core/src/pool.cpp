@@ -330,7 +330,15 @@ bool BlockPool::unrecord(std::uint32_t s, Handle h) noexcept {
 // Blocks
 
 Result<Handle> BlockPool::allocate(std::size_t bytes, SlotId slot) noexcept {
-  if (auto r = check_slot(slot); !r) return tl::unexpected(std::move(r.error()));
+  auto b = allocate_block(bytes, slot);
+  if (!b) return tl::unexpected(std::move(b.error()));
+  return b->handle;
+}
+
+Result<BlockView> BlockPool::allocate_block(std::size_t bytes, SlotId slot) noexcept {
+  // slot_ok first: check_slot's Result costs more than the test, and only a
+  // bad slot needs its reason.
+  if (!slot_ok(slot)) return tl::unexpected(std::move(check_slot(slot).error()));
   auto cls = class_for(bytes);
   if (!cls) return tl::unexpected(std::move(cls.error()));
   const std::uint32_t c = *cls;
@@ -360,7 +368,9 @@ Result<Handle> BlockPool::allocate(std::size_t bytes, SlotId slot) noexcept {
     return make_error(Errc::kMalformed, "block " + std::to_string(idx) + " of size class " + std::to_string(c) +
                                             " was on the free list but not free; run audit");
   }
-  unpoison(block_data(c, idx), classes_[c].block_bytes - kBlockHeaderBytes);
+  const std::size_t cap = classes_[c].block_bytes - kBlockHeaderBytes;
+  std::byte* const data = block_data(c, idx);
+  unpoison(data, cap);
   const Handle h = Handle::pack(c, idx, gen);
   // 3. Record it in the caller's held list.
   if (!record(s, h)) {
@@ -369,7 +379,7 @@ Result<Handle> BlockPool::allocate(std::size_t bytes, SlotId slot) noexcept {
                                             std::to_string(held_per_process_) +
                                             " references already; raise PoolConfig::held_per_process");
   }
-  return h;
+  return BlockView{data, cap, 0, h};
 }
 
 Result<Handle> BlockPool::allocate_for(std::size_t bytes, SlotId slot, std::chrono::nanoseconds timeout) noexcept {
@@ -530,6 +540,16 @@ Result<void> BlockPool::set_used(Handle h, std::size_t bytes) noexcept {
   }
   // relaxed: published with the handle by the channel (release/acquire).
   atomic_of(b->used).store(bytes, std::memory_order_relaxed);
+  return {};
+}
+
+Result<void> BlockPool::set_used(const BlockView& held, std::size_t bytes) noexcept {
+  if (bytes > held.capacity) {
+    return make_error(Errc::kOutOfRange, std::to_string(bytes) + " bytes exceed the block's capacity, " +
+                                             std::to_string(held.capacity));
+  }
+  // relaxed: as in set_used(Handle).
+  atomic_of(block(held.handle.size_class(), held.handle.index()).used).store(bytes, std::memory_order_relaxed);
   return {};
 }
 

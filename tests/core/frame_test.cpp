@@ -171,6 +171,44 @@ TEST_F(FrameTest, DamagedHeaderIsMalformedNotARead) {
   ASSERT_TRUE(pool_->release(slot_, *h));
 }
 
+TEST_F(FrameTest, FrameWireIsTheViewsBytesAndChecksTheHeaderOnly) {
+  const auto m = sample(bytes_of("wire bytes"));
+  auto h = build_frame(*pool_, slot_, m, "a topic");
+  ASSERT_TRUE(h);
+  auto v = view_frame(*pool_, *h);
+  auto w = frame_wire(*pool_, *h);
+  ASSERT_TRUE(v && w) << (w ? v.error().describe() : w.error().describe());
+  EXPECT_EQ(w->header, v->header);
+  EXPECT_EQ(w->topic, "a topic");
+  EXPECT_EQ(w->wire.data(), v->wire.data());
+  const auto want = encoded(m);
+  ASSERT_EQ(w->wire.size(), want.size());
+  EXPECT_EQ(std::memcmp(w->wire.data(), want.data(), want.size()), 0);
+
+  auto block = pool_->resolve(*h);
+  ASSERT_TRUE(block);
+  auto* fh = reinterpret_cast<FrameHeader*>(block->data);
+  // Offsets out of the block and a foreign magic are refused, as by view_frame.
+  const FrameHeader saved = *fh;
+  fh->wire_offset = static_cast<std::uint32_t>(block->capacity + 1);
+  EXPECT_EQ(frame_wire(*pool_, *h).error().code, Errc::kMalformed);
+  *fh = saved;
+  fh->topic_length = kMaxTopicBytes + 1;
+  EXPECT_EQ(frame_wire(*pool_, *h).error().code, Errc::kMalformed);
+  *fh = saved;
+  fh->version = kFrameVersion + 1;
+  EXPECT_EQ(frame_wire(*pool_, *h).error().code, Errc::kMalformed);
+  *fh = saved;
+  // Field offsets that disagree with the bytes are the reader's to find
+  // (view_frame): frame_wire hands the bytes on as they are.
+  fh->layout.payload.offset = static_cast<std::uint32_t>(fh->layout.size);
+  EXPECT_TRUE(frame_wire(*pool_, *h));
+  EXPECT_EQ(view_frame(*pool_, *h).error().code, Errc::kMalformed);
+  *fh = saved;
+  ASSERT_TRUE(pool_->release(slot_, *h));
+  EXPECT_EQ(frame_wire(*pool_, *h).error().code, Errc::kStaleHandle);
+}
+
 TEST_F(FrameTest, StaleHandleIsRefused) {
   auto h = build_frame(*pool_, slot_, sample(bytes_of("x")));
   ASSERT_TRUE(h);
@@ -192,6 +230,31 @@ TEST_F(FrameTest, OversizedTopicIsRefused) {
 
 namespace palm {
 namespace {
+
+TEST_F(FrameTest, MovesCarryTheKeptViewAndLeaveNothingBehind) {
+  auto a = Frame::build(*pool_, slot_, sample(bytes_of("first")));
+  auto b = Frame::build(*pool_, slot_, sample(bytes_of("second")));
+  ASSERT_TRUE(a && b);
+  ASSERT_NE(a->peek(), nullptr);  // a is viewed, b is not
+  const auto* wire = a->peek()->wire.data();
+  Frame moved(std::move(*a));
+  EXPECT_FALSE(*a);
+  EXPECT_EQ(a->cached_view(), nullptr);
+  ASSERT_NE(moved.cached_view(), nullptr);
+  EXPECT_EQ(moved.cached_view()->wire.data(), wire);
+  // Assigning an unviewed frame over a viewed one: the old reference is
+  // released and its view goes with it.
+  const Handle old = moved.handle();
+  moved = std::move(*b);
+  EXPECT_EQ(moved.cached_view(), nullptr);
+  EXPECT_EQ(view_frame(*pool_, old).error().code, Errc::kStaleHandle);
+  ASSERT_NE(moved.peek(), nullptr);
+  EXPECT_EQ(std::memcmp(moved.peek()->message.payload.data(), "second", 6), 0);
+  moved.reset();
+  EXPECT_FALSE(moved);
+  EXPECT_EQ(moved.cached_view(), nullptr);
+  // TearDown checks that every block came back.
+}
 
 TEST_F(FrameTest, FrameOwnsOneReferenceAndSharesByCount) {
   auto f = Frame::build(*pool_, slot_, sample(bytes_of("fan-out")), "t");

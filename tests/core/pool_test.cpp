@@ -106,6 +106,29 @@ TEST(BlockPool, AllocatedBlockIsWritableAndReleaseFreesIt) {
   EXPECT_TRUE(p.stats().all_free());
 }
 
+TEST(BlockPool, AllocateBlockViewsTheNewBlockAsResolveDoes) {
+  TestPool t(tiny_config());
+  BlockPool& p = t.pool();
+  const BlockView v = must(p.allocate_block(3000, t.slot()), "allocate_block");
+  const BlockView r = must(p.resolve(v.handle), "resolve");
+  EXPECT_EQ(v.data, r.data);
+  EXPECT_EQ(v.capacity, 4096u - 64u);
+  EXPECT_EQ(v.capacity, r.capacity);
+  EXPECT_EQ(v.used, 0u);
+  EXPECT_TRUE(p.holds(t.slot(), v.handle));
+  std::memset(v.data, 0xCD, v.capacity);
+  ASSERT_TRUE(p.set_used(v, 3000));
+  EXPECT_EQ(*p.used(v.handle), 3000u);
+  EXPECT_EQ(must(p.resolve(v.handle), "resolve").used, 3000u);
+  EXPECT_EQ(p.set_used(v, v.capacity + 1).error().code, Errc::kOutOfRange);
+  EXPECT_EQ(*p.used(v.handle), 3000u);  // a refused length changes nothing
+  // The errors of allocate: a bad slot, a size over the largest class.
+  EXPECT_EQ(p.allocate_block(10, SlotId{9999}).error().code, Errc::kInvalidArgument);
+  EXPECT_EQ(p.allocate_block(p.max_capacity() + 1, t.slot()).error().code, Errc::kTooLarge);
+  ASSERT_TRUE(p.release(t.slot(), v.handle));
+  EXPECT_TRUE(p.stats().all_free());
+}
+
 TEST(BlockPool, ExhaustedNamesTheClassAndCountThenSucceedsAfterAFree) {
   TestPool t(tiny_config());
   BlockPool& p = t.pool();

@@ -28,8 +28,6 @@ constexpr std::size_t kDeliverBytes = std::size_t{64} << 10;
 constexpr auto kRetry = std::chrono::milliseconds(1);
 // The longest sleep: an idle bridge checks itself once a second.
 constexpr long kIdlePollMs = 1000;
-// Parts beyond this make a message malformed (pylm sends one or two).
-constexpr std::size_t kMaxParts = 64;
 
 // ---- the dispatch header ----------------------------------------------------
 constexpr std::size_t kHeaderBytes = 8;
@@ -141,21 +139,22 @@ Result<void> set_option(void* socket, int option, const T& value, const char* na
 bool recv_parts(void* socket, std::vector<Msg>& parts, bool& too_many) noexcept {
   parts.clear();
   too_many = false;
-  Msg scratch;
   for (;;) {
-    Msg* m = &scratch;
-    if (parts.size() < kMaxParts) {
-      parts.emplace_back();
-      m = &parts.back();
-    } else {
+    if (parts.size() == kMaxParts) {
+      // The rest of the message is read and dropped.
       too_many = true;
+      Msg rest;
+      while (zmq_msg_recv(rest.get(), socket, ZMQ_DONTWAIT) >= 0 && rest.more()) {
+      }
+      return true;
     }
-    if (zmq_msg_recv(m->get(), socket, ZMQ_DONTWAIT) < 0) {
+    Msg& m = parts.emplace_back();
+    if (zmq_msg_recv(m.get(), socket, ZMQ_DONTWAIT) < 0) {
       // Only the first part can be missing: ZeroMQ delivers a message whole.
-      if (m != &scratch) parts.pop_back();
+      parts.pop_back();
       return !parts.empty();
     }
-    if (!m->more()) return true;
+    if (!m.more()) return true;
   }
 }
 
@@ -663,6 +662,13 @@ Bridge::Sent Bridge::send_parts(Link& l, std::span<const std::span<const std::by
   return Sent::kOk;
 }
 
+Bridge::Sent Bridge::drop_unreadable(Link& l, const OutItem& item, const Error& why) noexcept {
+  // A frame that does not read is palm's bug or a damaged block: drop it.
+  error(l, why.describe());
+  release(item);
+  return Sent::kDropped;
+}
+
 Bridge::Sent Bridge::send_item(Link& l, const OutItem& item) noexcept {
   EndpointState& s = *l.state;
   if (item.kind == OutKind::kGrant) {
@@ -674,17 +680,27 @@ Bridge::Sent Bridge::send_item(Link& l, const OutItem& item) noexcept {
     }
     return Sent::kOk;
   }
-  auto view = view_frame(*item.pool, Handle::from_bits(item.handle));
-  if (!view) {
-    // A frame that does not view is palm's bug or a damaged block: drop it.
-    error(l, view.error().describe());
-    release(item);
-    return Sent::kDropped;
+  // A message goes out as its wire bytes: only the frame header is checked
+  // here (frame_wire), the receiver validates the message. A raw reply is
+  // the payload alone, found by viewing the fields.
+  const Handle handle = Handle::from_bits(item.handle);
+  std::span<const std::byte> body;
+  std::string_view topic;
+  if (item.kind == OutKind::kRaw) {
+    auto view = view_frame(*item.pool, handle);
+    if (!view) return drop_unreadable(l, item, view.error());
+    body = view->message.payload;
+    topic = view->topic;
+  } else {
+    auto wire = frame_wire(*item.pool, handle);
+    if (!wire) return drop_unreadable(l, item, wire.error());
+    body = wire->wire;
+    topic = wire->topic;
   }
-  const std::span<const std::byte> body =
-      item.kind == OutKind::kRaw ? view->message.payload : view->wire;
 
-  std::array<std::span<const std::byte>, kMaxParts> head{};
+  // head_: a member, not a local, so its kMaxParts spans are not zeroed for
+  // every message.
+  auto& head = head_;
   std::size_t parts = 0;
   std::array<std::byte, kHeaderBytes> header{};
   const std::vector<std::string>* envelope = nullptr;
@@ -692,7 +708,7 @@ Bridge::Sent Bridge::send_item(Link& l, const OutItem& item) noexcept {
   switch (l.pattern) {
     case Pattern::kPush:
     case Pattern::kReq: break;
-    case Pattern::kPub: head[parts++] = as_bytes(view->topic); break;
+    case Pattern::kPub: head[parts++] = as_bytes(topic); break;
     case Pattern::kRep: {
       auto it = l.requests.find(item.peer);
       if (it == l.requests.end()) {
@@ -861,11 +877,13 @@ Bridge::Parsed Bridge::parse(Link& l, std::span<const std::byte> body, std::stri
     oversized(l, body.size());
     return Parsed::kDropped;
   }
-  Result<Frame> frame = [&]() -> Result<Frame> {
-    if (!raw) return Frame::parse(core.pool(), core.slot(), body, topic);
+  // The handle goes straight into the item (the Context's slot holds it):
+  // no Frame is made only to be detached.
+  Result<Handle> frame = [&]() -> Result<Handle> {
+    if (!raw) return parse_frame(core.pool(), core.slot(), body, topic);
     MessageView m;
     m.payload = body;
-    return Frame::build(core.pool(), core.slot(), m, topic);
+    return build_frame(core.pool(), core.slot(), m, topic);
   }();
   if (!frame) {
     switch (frame.error().code) {
@@ -874,7 +892,7 @@ Bridge::Parsed Bridge::parse(Link& l, std::span<const std::byte> body, std::stri
       default: malformed(l, frame.error().describe()); return Parsed::kDropped;
     }
   }
-  out.handle = frame->detach().bits();
+  out.handle = frame->bits();
   out.body = raw ? Body::kRaw : Body::kMessage;
   out.event = Event::kMessage;
   Counters::bump(l.state->counters.messages_in);
@@ -885,13 +903,17 @@ Bridge::Parsed Bridge::parse(Link& l, std::span<const std::byte> body, std::stri
 void Bridge::handle(Link& l, std::vector<Msg>& parts) noexcept {
   InItem item;
   Parsed p = Parsed::kDropped;
+  // The body's bytes, asked of ZeroMQ once (zmq_msg_data and zmq_msg_size
+  // are calls into libzmq, not inline).
+  std::span<const std::byte> body;
   switch (l.pattern) {
     case Pattern::kPull:
       if (parts.size() != 1) {
         malformed(l, "a PULL message of " + std::to_string(parts.size()) + " parts (expected 1)");
         return;
       }
-      p = parse(l, parts[0].bytes(), {}, false, item);
+      body = parts[0].bytes();
+      p = parse(l, body, {}, false, item);
       break;
     case Pattern::kSub:
       if (parts.size() != 2) {
@@ -899,14 +921,16 @@ void Bridge::handle(Link& l, std::vector<Msg>& parts) noexcept {
                          " parts (expected [topic, message])");
         return;
       }
-      p = parse(l, parts[1].bytes(), parts[0].text(), false, item);
+      body = parts[1].bytes();
+      p = parse(l, body, parts[0].text(), false, item);
       break;
     case Pattern::kReq:
       if (parts.size() != 1) {
         malformed(l, "a reply of " + std::to_string(parts.size()) + " parts (expected 1)");
         return;
       }
-      p = parse(l, parts[0].bytes(), {}, true, item);
+      body = parts[0].bytes();
+      p = parse(l, body, {}, true, item);
       item.peer = l.last_token;
       break;
     case Pattern::kPub: on_subscription(l, parts); return;
@@ -918,7 +942,7 @@ void Bridge::handle(Link& l, std::vector<Msg>& parts) noexcept {
   if (p == Parsed::kStalled) {
     stall(l, parts);
   } else if (p == Parsed::kOk) {
-    deliver(l, item, parts.back().bytes().size());
+    deliver(l, item, body.size());
   }
 }
 
@@ -1043,7 +1067,8 @@ void Bridge::on_from_worker(Link& l, std::vector<Msg>& parts) noexcept {
         return;
       }
       InItem item;
-      const Parsed p = parse(l, parts[2].bytes(), {}, false, item);
+      const auto body = parts[2].bytes();
+      const Parsed p = parse(l, body, {}, false, item);
       if (p == Parsed::kStalled) {
         stall(l, parts);
         return;
@@ -1053,7 +1078,7 @@ void Bridge::on_from_worker(Link& l, std::vector<Msg>& parts) noexcept {
       if (p == Parsed::kDropped) return;
       item.peer = static_cast<std::uint64_t>(peer);
       item.credits = h.credits;  // what the result gave back, as shm reports it
-      deliver(l, item, parts[2].bytes().size());
+      deliver(l, item, body.size());
       return;
     }
     case Kind::kCredit: {
@@ -1077,11 +1102,12 @@ void Bridge::on_from_dispatcher(Link& l, std::vector<Msg>& parts) noexcept {
     return;
   }
   InItem item;
-  const Parsed p = parse(l, parts[1].bytes(), {}, false, item);
+  const auto body = parts[1].bytes();
+  const Parsed p = parse(l, body, {}, false, item);
   if (p == Parsed::kStalled) {
     stall(l, parts);
   } else if (p == Parsed::kOk) {
-    deliver(l, item, parts[1].bytes().size());
+    deliver(l, item, body.size());
   }
 }
 

@@ -31,6 +31,7 @@
 #include <sys/types.h>
 #include <zmq.h>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -49,6 +50,8 @@
 namespace palm::transport::zeromq {
 
 using Clock = std::chrono::steady_clock;
+// Parts a message may have (more make it malformed; pylm sends one or two).
+inline constexpr std::size_t kMaxParts = 64;
 
 // A zmq_msg_t, closed on destruction. Move-only (zmq_msg_move).
 class Msg {
@@ -170,6 +173,7 @@ class Bridge {
   // Send side.
   bool pump_out(Link& link, Clock::time_point now) noexcept;
   Sent send_item(Link& link, const OutItem& item) noexcept;
+  [[gnu::cold]] Sent drop_unreadable(Link& link, const OutItem& item, const Error& why) noexcept;
   Sent send_parts(Link& link, std::span<const std::span<const std::byte>> head,
                   const OutItem* item, std::span<const std::byte> body) noexcept;
   void release(const OutItem& item) noexcept;
@@ -210,6 +214,8 @@ class Bridge {
   std::vector<std::unique_ptr<Link>> links_;
   std::vector<pollfd> fds_;  // the eventfd, then the links' ZMQ_FDs
   std::vector<std::pair<Link*, bool>> fd_links_;  // (link, is its monitor); eventfd: null
+  // The parts before the body of the item being sent (send_item).
+  std::array<std::span<const std::byte>, kMaxParts> head_{};
   std::vector<Msg> parts_;          // the message being handled
   std::vector<Msg> monitor_parts_;  // the monitor event being read
   std::uint64_t monitors_ = 0;

@@ -72,9 +72,21 @@ struct FrameView {
   MessageView message;              // fields, viewed in place in `wire`
 };
 
-// Validates `h` (pool handle checks, then the frame header: magic, version,
-// every offset inside the block) and views it. Data from another process is
-// checked, never trusted: a damaged frame is kMalformed.
+// The bytes of a frame as they go out: the topic and the wire bytes, with
+// the handle and the frame header checked (magic, version, every offset
+// inside the block) but not the message's fields. For a sender that hands
+// the bytes on as they are (the ZeroMQ bridge): whoever receives them
+// parses and validates them, so the sender need not view them first.
+struct FrameWire {
+  const FrameHeader* header = nullptr;
+  std::string_view topic;
+  std::span<const std::byte> wire;  // the serialized PalmMessage
+};
+[[nodiscard]] Result<FrameWire> frame_wire(const BlockPool& pool, Handle h) noexcept;
+
+// Validates `h` (frame_wire's checks, then the message's fields against the
+// header's layout) and views it. Data from another process is checked,
+// never trusted: a damaged frame is kMalformed.
 [[nodiscard]] Result<FrameView> view_frame(const BlockPool& pool, Handle h) noexcept;
 
 // Bytes of block capacity a frame needs.
@@ -111,14 +123,16 @@ class Frame {
       : pool_(&pool), slot_(slot), handle_(h), view_(viewed) {}
   Frame(Frame&& other) noexcept
       : pool_(std::exchange(other.pool_, nullptr)), slot_(other.slot_),
-        handle_(std::exchange(other.handle_, Handle{})), view_(std::exchange(other.view_, std::nullopt)) {}
+        handle_(std::exchange(other.handle_, Handle{})) {
+    take_view(other);
+  }
   Frame& operator=(Frame&& other) noexcept {
     if (this != &other) {
       reset();
       pool_ = std::exchange(other.pool_, nullptr);
       slot_ = other.slot_;
       handle_ = std::exchange(other.handle_, Handle{});
-      view_ = std::exchange(other.view_, std::nullopt);
+      take_view(other);
     }
     return *this;
   }
@@ -171,10 +185,26 @@ class Frame {
     view_.reset();
     return std::exchange(handle_, Handle{});
   }
-  // Drops the reference now.
-  void reset() noexcept;
+  // Drops the reference now. Inline for the common case of an empty Frame
+  // (every Frame moved from is destroyed through it).
+  void reset() noexcept {
+    if (pool_ != nullptr || !handle_.is_null() || view_) drop();
+  }
 
  private:
+  void drop() noexcept;  // reset() of a Frame that holds something
+  // Moves other's kept view, if any. Tested first: most moved frames were
+  // never viewed, and an exchange of optionals copies a whole FrameView
+  // (a frame handed to a ring and back is moved once per message).
+  void take_view(Frame& other) noexcept {
+    if (other.view_) {
+      view_ = *other.view_;
+      other.view_.reset();
+    } else if (view_) {
+      view_.reset();
+    }
+  }
+
   BlockPool* pool_ = nullptr;
   SlotId slot_{};
   Handle handle_;

@@ -226,6 +226,10 @@ class BlockPool {
   // (or the held list is full), kTooLarge above the largest class, kNoSpace
   // if cutting a large block finds the backing store full.
   [[nodiscard]] Result<Handle> allocate(std::size_t bytes, SlotId slot) noexcept;
+  // As allocate, returning the new block as resolve would (used 0): for a
+  // writer that fills the block at once (frames), without looking the handle
+  // up again.
+  [[nodiscard]] Result<BlockView> allocate_block(std::size_t bytes, SlotId slot) noexcept;
   // As allocate, but waits up to `timeout` for a block of an exhausted class
   // (yield, then sleeps of up to 1 ms; no unbounded spin). kTimeout with the
   // class named when it runs out; other errors at once.
@@ -253,6 +257,9 @@ class BlockPool {
   // Sets the used length (<= capacity). Published to readers by the channel
   // that carries the handle (its release/acquire).
   [[nodiscard]] Result<void> set_used(Handle h, std::size_t bytes) noexcept;
+  // The same for a block the caller holds and viewed (allocate_block,
+  // resolve): the view's handle is not validated again.
+  [[nodiscard]] Result<void> set_used(const BlockView& held, std::size_t bytes) noexcept;
   [[nodiscard]] Result<std::size_t> used(Handle h) const noexcept;
 
   // ---- inspection and repair -------------------------------------------

@@ -17,8 +17,9 @@ namespace {
 constexpr int kBatch = 64;  // deliveries taken per poll
 }  // namespace
 
-Result<std::unique_ptr<BypassDispatcher>> BypassDispatcher::create(std::string segment) {
-  auto host = shm::Host::create(segment);
+Result<std::unique_ptr<BypassDispatcher>> BypassDispatcher::create(std::string segment,
+                                                                    const shm::HostOptions& options) {
+  auto host = shm::Host::create(segment, options);
   if (!host) return tl::unexpected(std::move(host.error()));
   auto ep = host->bind(transport::Pattern::kDispatcher, "dispatch");
   if (!ep) return tl::unexpected(std::move(ep.error()));

@@ -365,7 +365,9 @@ Result<std::vector<std::string>> Client::eval(std::string_view function, std::sp
         },
         [&](transport::Delivery& d, bool direct) { return accept(d, reply, direct); }, 1);
     if (!got) return tl::unexpected(std::move(got.error()));
-    return std::vector<std::string>{std::move(reply)};
+    std::vector<std::string> replies;  // not {reply}: an initializer list copies
+    replies.push_back(std::move(reply));
+    return replies;
   }
   std::lock_guard lock(call_mu_);
   drop_stale();

@@ -34,7 +34,9 @@ void Client::open_bypass() {
     logger_->info("Client {}: no bypass: {}", uuid_.substr(0, 8), why);
     return;
   }
-  auto dispatcher = BypassDispatcher::create(fmt::format("palm-bypass-{}-{}", ::getpid(), uuid_.substr(0, 8)));
+  // Sized as the segments of the client's Context (ContextOptions::shm).
+  auto dispatcher = BypassDispatcher::create(fmt::format("palm-bypass-{}-{}", ::getpid(), uuid_.substr(0, 8)),
+                                             ctx_->options().shm);
   if (!dispatcher) {
     logger_->warn("Client {}: no bypass: {}", uuid_.substr(0, 8), dispatcher.error().describe());
     return;

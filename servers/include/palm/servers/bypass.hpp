@@ -73,8 +73,10 @@ struct BypassStats {
 // thread-safe (the Client serializes its calls).
 class BypassDispatcher {
  public:
-  // Creates segment `segment` and binds its "dispatch" service.
-  [[nodiscard]] static Result<std::unique_ptr<BypassDispatcher>> create(std::string segment);
+  // Creates segment `segment` (sized by `options`: a Context's
+  // ContextOptions::shm) and binds its "dispatch" service.
+  [[nodiscard]] static Result<std::unique_ptr<BypassDispatcher>> create(std::string segment,
+                                                                         const shm::HostOptions& options);
   ~BypassDispatcher();
   BypassDispatcher(const BypassDispatcher&) = delete;  // owns the segment
   BypassDispatcher& operator=(const BypassDispatcher&) = delete;

@@ -76,6 +76,38 @@ TEST(IdTable, AgreesWithAMapUnderTheMastersPattern) {
   }
 }
 
+TEST(IdTable, AgreesWithAMapUnderRandomIds) {
+  // Ids in any order, many sharing a home slot: the entries' order along a
+  // run (put's displacements, erase's shifts, find's early stop) is
+  // exercised far from the consecutive window of the master.
+  IdTable<std::uint64_t> t(8);
+  std::map<std::uint64_t, std::uint64_t> model;
+  std::mt19937_64 rng(7);
+  for (int step = 0; step < 200'000; ++step) {
+    const std::uint64_t id = 1 + rng() % 3000;
+    const auto roll = rng() % 100;
+    if (roll < 45) {
+      t.put(id, id ^ static_cast<std::uint64_t>(step));
+      model[id] = id ^ static_cast<std::uint64_t>(step);
+    } else if (roll < 85) {
+      EXPECT_EQ(t.erase(id), model.erase(id) == 1) << id;
+    } else {
+      const auto* got = t.find(id);
+      const auto it = model.find(id);
+      ASSERT_EQ(got != nullptr, it != model.end()) << id;
+      if (got != nullptr) {
+        EXPECT_EQ(*got, it->second);
+      }
+    }
+    ASSERT_EQ(t.size(), model.size());
+  }
+  for (const auto& [id, v] : model) {
+    const auto* got = t.find(id);
+    ASSERT_NE(got, nullptr) << id;
+    EXPECT_EQ(*got, v);
+  }
+}
+
 TEST(IdTable, ALingeringIdSurvivesManyLaps) {
   // One id stays while thousands pass through the same slots.
   IdTable<int> t(8);

@@ -129,6 +129,7 @@ struct FarmOptions {
   std::chrono::milliseconds heartbeat{200};  // tcp workers: ZMTP heartbeats (timeout 3x)
   std::uint32_t window = 512;                // the master's
   std::uint32_t credits = 16;                // each worker's
+  bool bypass = false;  // the master offers the bypass and client() takes it (servers/bypass.hpp)
 };
 
 class InProcessFarm {
@@ -155,6 +156,7 @@ class InProcessFarm {
     cfg.pull_address = cfg.pub_address = servers::farm::kAny;
     cfg.worker_push_address = cfg.worker_pull_address = servers::farm::kAny;
     cfg.window = o.window;
+    cfg.bypass = o.bypass;
     master_ = std::make_unique<servers::Master>(*ctx_, cfg);
     if (auto r = master_->start(); !r) {
       ADD_FAILURE() << "the master did not start: " << r.error().describe();
@@ -294,6 +296,7 @@ class InProcessFarm {
     co.timeout = timeout;
     co.window = window;
     co.settle = 0ms;
+    co.bypass = options_.bypass;
     auto c = servers::Client::connect(*ctx_, co);
     EXPECT_TRUE(c) << (c ? "" : c.error().describe());
     if (c) client_ = std::move(*c);

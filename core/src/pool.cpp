@@ -213,6 +213,7 @@ std::uint32_t BlockPool::pop(std::uint32_t c) noexcept {
     // the block the failed CAS loaded.
     if (head.compare_exchange_weak(h, detail::pack_head(next, detail::head_tag(h) + 1), std::memory_order_acquire,
                                    std::memory_order_acquire)) {
+      detail::sync_popped(c, idx);
       return idx;
     }
   }
@@ -411,6 +412,7 @@ Result<void> BlockPool::drop_ref(Handle h, bool* freed) noexcept {
   const std::uint32_t c = h.size_class();
   BlockHeader& b = block(c, h.index());
   auto ctl = atomic_of(b.ctl);
+  detail::sync_dropped(c, h.index());  // TSan only: (B3)/(B4) across mappings
   // relaxed: a first guess; each CAS below checks it.
   std::uint64_t cur = ctl.load(std::memory_order_relaxed);
   for (;;) {

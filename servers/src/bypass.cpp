@@ -1,6 +1,8 @@
 #include "palm/servers/bypass.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <utility>
 
 #include "feed_busiest.hpp"
@@ -15,22 +17,36 @@ using transport::SendResult;
 
 namespace {
 constexpr int kBatch = 64;  // deliveries taken per poll
+// Results of one worker this close together: it serves faster than a
+// wake-up costs here (DESIGN.md: ~27 µs), so waking another worker for
+// the next messages costs more than queueing them at this one.
+constexpr std::int64_t kFastGapNs = 20'000;
+
+std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 }  // namespace
 
 Result<std::unique_ptr<BypassDispatcher>> BypassDispatcher::create(std::string segment,
-                                                                    const shm::HostOptions& options) {
+                                                                    const shm::HostOptions& options, unsigned cores) {
   auto host = shm::Host::create(segment, options);
   if (!host) return tl::unexpected(std::move(host.error()));
   auto ep = host->bind(transport::Pattern::kDispatcher, "dispatch");
   if (!ep) return tl::unexpected(std::move(ep.error()));
   std::string address = "shm://" + segment + "/dispatch";
   return std::unique_ptr<BypassDispatcher>(
-      new BypassDispatcher(std::move(*host), std::move(*ep), std::move(address)));
+      new BypassDispatcher(std::move(*host), std::move(*ep), std::move(address),
+                           cores != 0 ? cores : std::max(1u, std::thread::hardware_concurrency())));
 }
 
 BypassDispatcher::BypassDispatcher(shm::Host host, std::unique_ptr<shm::ShmEndpoint> endpoint,
-                                   std::string address)
-    : host_(std::move(host)), endpoint_(std::move(endpoint)), address_(std::move(address)) {}
+                                   std::string address, unsigned cores)
+    : host_(std::move(host)),
+      endpoint_(std::move(endpoint)),
+      address_(std::move(address)),
+      cores_(cores) {}
 
 BypassDispatcher::~BypassDispatcher() {
   // Our references go back before the endpoint (and its view of the pool).
@@ -53,7 +69,7 @@ BypassDispatcher::Worker* BypassDispatcher::find(PeerId peer) noexcept {
 void BypassDispatcher::take(Delivery& d, const OnResult& on_result) {
   switch (d.event) {
     case Event::kPeerJoined:
-      workers_.push_back(Worker{d.peer, d.credits, 0});
+      workers_.push_back(Worker{d.peer, d.credits, 0, d.credits});
       break;
     case Event::kCredit:
       if (Worker* w = find(d.peer)) w->credits += d.credits;
@@ -73,7 +89,12 @@ void BypassDispatcher::take(Delivery& d, const OnResult& on_result) {
     }
     case Event::kMessage: {
       Worker* w = find(d.peer);
-      if (w != nullptr) w->credits += d.credits;
+      if (w != nullptr) {
+        w->credits += d.credits;
+        const std::int64_t now = now_ns();
+        if (w->last_result_ns != 0) w->gap_ns = now - w->last_result_ns;
+        w->last_result_ns = now;
+      }
       const FrameView* view = d.frame.peek();
       InFlight* e = view != nullptr ? inflight_.find(view->message.dispatch_id) : nullptr;
       if (e == nullptr) {  // answered already (sent twice), or not ours
@@ -127,7 +148,8 @@ bool BypassDispatcher::send_to(Worker& w, Frame& frame, std::uint64_t id) {
 bool BypassDispatcher::send(Frame& frame, std::uint64_t id) {
   for (std::size_t tries = 0; tries < workers_.size(); ++tries) {
     Worker* w = detail::feed_the_busiest(
-        workers_, [](Worker& x) { return &x; }, [](const Worker& x) { return x.held; });
+        workers_, [](Worker& x) { return &x; }, [](const Worker& x) { return x.held; },
+        [](const Worker& x) { return x.gap_ns < kFastGapNs ? std::max(x.offered, detail::kRun) : detail::kRun; });
     if (w == nullptr) return false;
     if (send_to(*w, frame, id)) return true;
   }
@@ -148,6 +170,13 @@ void BypassDispatcher::abandon() noexcept {
   inflight_ = IdTable<InFlight>();
   retry_.clear();
   for (Worker& w : workers_) w.held = 0;
+}
+
+std::uint64_t BypassDispatcher::busy_window() const noexcept {
+  std::uint64_t sum = 0;
+  const std::size_t n = std::min<std::size_t>(cores_, workers_.size());
+  for (std::size_t i = 0; i < n; ++i) sum += workers_[i].offered;
+  return sum;
 }
 
 BypassStats BypassDispatcher::stats() const noexcept {

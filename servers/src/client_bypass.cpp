@@ -36,7 +36,7 @@ void Client::open_bypass() {
   }
   // Sized as the segments of the client's Context (ContextOptions::shm).
   auto dispatcher = BypassDispatcher::create(fmt::format("palm-bypass-{}-{}", ::getpid(), uuid_.substr(0, 8)),
-                                             ctx_->options().shm);
+                                             ctx_->options().shm, options_.bypass_cores);
   if (!dispatcher) {
     logger_->warn("Client {}: no bypass: {}", uuid_.substr(0, 8), dispatcher.error().describe());
     return;
@@ -80,6 +80,9 @@ Result<std::uint64_t> Client::run_bypass(std::string_view function, const Make& 
   bp.abandon();  // what a call that ended early left
   const std::uint64_t window = std::max<std::uint32_t>(options_.window, 1);
   std::uint64_t sent = 0;
+  // No more in flight than keeps one worker per core busy (busy_window):
+  // with more workers than cores, a wider window only wakes more of them.
+  const auto room = [&] { return std::min<std::uint64_t>(window, std::max<std::uint64_t>(bp.busy_window(), 1)); };
   std::uint64_t got = 0;
   bool done_sending = false;
   Frame pending;  // built, not yet taken by a worker
@@ -98,7 +101,7 @@ Result<std::uint64_t> Client::run_bypass(std::string_view function, const Make& 
     // Messages of a worker that left go first; then new ones, while the
     // window has room and a worker has credit.
     bool blocked = !bp.resend();
-    while (!blocked && !done_sending && bp.in_flight() < window) {
+    while (!blocked && !done_sending && bp.in_flight() < room()) {
       if (!pending) {
         pending_id = bp.next_id();
         auto made = make(pending, Target{&bp.pool(), bp.slot(), pending_id});

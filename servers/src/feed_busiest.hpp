@@ -19,16 +19,18 @@ namespace palm::servers::detail {
 inline constexpr std::uint32_t kRun = 16;  // held at one worker before the next takes any
 
 // `workers`: a range in joining order; `at(element)` gives a Worker* with
-// `credits`, and `held(Worker&)` what it holds. nullptr: none has credit.
-template <class Range, class At, class Held>
-auto* feed_the_busiest(Range& workers, At at, Held held) {
+// `credits`, `held(Worker&)` what it holds, and `run(Worker&)` how many it
+// may hold before the next is used (kRun, or more for a worker known to be
+// fast). nullptr: none has credit.
+template <class Range, class At, class Held, class Run>
+auto* feed_the_busiest(Range& workers, At at, Held held, Run run) {
   decltype(at(*workers.begin())) pick = nullptr;
   std::uint32_t fewest = ~0u;
   for (auto& element : workers) {
     auto* w = at(element);
     if (w->credits == 0) continue;
     const std::uint32_t h = held(*w);
-    if (h < kRun) return w;
+    if (h < run(*w)) return w;
     if (h < fewest) {
       fewest = h;
       pick = w;

@@ -618,7 +618,8 @@ class DispatchPart final : public OutboundPart {
       Worker* pick = detail::feed_the_busiest(
           order_, [](Worker* w) { return w; },
           // relaxed: the part's thread wrote it; a gauge for the others.
-          [](const Worker& w) { return w.held.load(std::memory_order_relaxed); });
+          [](const Worker& w) { return w.held.load(std::memory_order_relaxed); },
+          [](const Worker&) { return detail::kRun; });
       if (pick == nullptr) break;
       Worker& w = *pick;
       Envelope to;

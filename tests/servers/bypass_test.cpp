@@ -63,6 +63,7 @@ class BypassTest : public ::testing::Test {
     o.timeout = 10000ms;
     o.bypass = true;
     o.bypass_wait = wait;
+    o.bypass_cores = 2;  // two workers busy at once, whatever this host has
     auto c = Client::connect(*ctx_, o);
     EXPECT_TRUE(c) << c.error().describe();
     return c ? std::move(*c) : nullptr;
@@ -124,7 +125,7 @@ TEST_F(BypassTest, TheClientFeedsTheWorkersDirectlyEveryReplyOnce) {
   constexpr int kN = 600;
   const auto by_worker = job(*c, "_.tag", kN);
   expect_each_once(by_worker, kN);
-  // Credits of 4 each under a window of 256: both take some.
+  // Credits of 4 each, two cores: both take some.
   EXPECT_EQ(by_worker.count("a"), 1u);
   EXPECT_EQ(by_worker.count("b"), 1u);
   auto one = c->eval("_.tag", std::string_view("last"));
@@ -184,6 +185,35 @@ TEST_F(BypassTest, AWorkerThatLeavesHasItsMessagesSentToOneThatJoinedLater) {
   EXPECT_EQ(s.results, 4u);
   EXPECT_GE(fast->worker().stats().messages, s.redispatched);
   EXPECT_EQ(master.dispatch_stats().dispatched_shm, 0u);
+}
+
+// More workers than cores: a stream of fast messages keeps only as many
+// busy as the client's cores (BypassDispatcher::busy_window), so the others
+// can sleep. Here one core: one worker serves the whole job.
+TEST_F(BypassTest, AFastStreamKeepsOneWorkerPerCoreBusy) {
+  Master master(*ctx_, bypass_master(true));
+  ASSERT_TRUE(master.start());
+  palm::test::ShmGuard guard(master.segment());
+  WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
+  WorkerThread b(*ctx_, master.db_address(), shm::TransportMode::kShm, "b", 4);
+  WorkerThread c(*ctx_, master.db_address(), shm::TransportMode::kShm, "c", 4);
+  wait_workers(master, 3);
+  ClientOptions o;
+  o.server_name = master.name();
+  o.db_address = master.db_address();
+  o.transport = shm::TransportMode::kShm;
+  o.log_level = LogLevel::kWarning;
+  o.bypass = true;
+  o.bypass_cores = 1;
+  auto made = Client::connect(*ctx_, o);
+  ASSERT_TRUE(made) << made.error().describe();
+  auto& c1 = *made;
+  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c1->uuid().substr(0, 8));
+  for (int i = 0; i < 500 && c1->bypass_stats().workers < 3; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(c1->bypass_stats().workers, 3u);
+  const auto by_worker = job(*c1, "_.tag", 400);
+  expect_each_once(by_worker, 400);
+  EXPECT_EQ(by_worker.size(), 1u) << "workers that served: " << by_worker.size();
 }
 
 TEST_F(BypassTest, AMasterThatDoesNotOfferItIsUsedAsUsual) {

@@ -74,9 +74,11 @@ struct BypassStats {
 class BypassDispatcher {
  public:
   // Creates segment `segment` (sized by `options`: a Context's
-  // ContextOptions::shm) and binds its "dispatch" service.
+  // ContextOptions::shm) and binds its "dispatch" service. `cores`: how
+  // many workers to keep busy at most (busy_window); 0 = this host's cores.
   [[nodiscard]] static Result<std::unique_ptr<BypassDispatcher>> create(std::string segment,
-                                                                         const shm::HostOptions& options);
+                                                                         const shm::HostOptions& options,
+                                                                         unsigned cores = 0);
   ~BypassDispatcher();
   BypassDispatcher(const BypassDispatcher&) = delete;  // owns the segment
   BypassDispatcher& operator=(const BypassDispatcher&) = delete;
@@ -110,6 +112,11 @@ class BypassDispatcher {
   // as duplicates.
   void abandon() noexcept;
 
+  // How many messages in flight keep the workers busy without waking more
+  // of them than this host has cores: the credits of the first workers (in
+  // joining order), one per core. The client sends no more than this.
+  std::uint64_t busy_window() const noexcept;
+
   std::size_t workers() const noexcept { return workers_.size(); }
   std::size_t in_flight() const noexcept { return inflight_.size(); }
   BypassStats stats() const noexcept;
@@ -119,6 +126,12 @@ class BypassDispatcher {
     transport::PeerId peer = transport::PeerId::kNone;
     std::uint32_t credits = 0;
     std::uint32_t held = 0;
+    std::uint32_t offered = 0;  // the credits it joined with
+    // When its last result came, and the time since the one before: a
+    // worker whose results come close together is fast, and may hold all
+    // its credits before the next worker is used (feed_busiest.hpp).
+    std::int64_t last_result_ns = 0;
+    std::int64_t gap_ns = INT64_MAX;
   };
   struct InFlight {
     Frame frame;  // a second reference, to send it again
@@ -128,7 +141,8 @@ class BypassDispatcher {
     Frame frame;
     std::uint64_t id = 0;
   };
-  BypassDispatcher(shm::Host host, std::unique_ptr<shm::ShmEndpoint> endpoint, std::string address);
+  BypassDispatcher(shm::Host host, std::unique_ptr<shm::ShmEndpoint> endpoint, std::string address,
+                   unsigned cores);
   void take(transport::Delivery& d, const OnResult& on_result);
   Worker* find(transport::PeerId peer) noexcept;
   Worker* pick() noexcept;
@@ -142,6 +156,7 @@ class BypassDispatcher {
   std::vector<Retry> retry_;     // sent first, oldest last (popped from the back)
   std::uint64_t last_id_ = 0;
   BypassStats stats_;
+  unsigned cores_ = 1;
 };
 
 }  // namespace palm::servers

@@ -83,6 +83,9 @@ struct ClientOptions {
   // the master. job, job_in_place and eval with one reply use it.
   bool bypass = false;
   std::chrono::milliseconds bypass_wait{2000};
+  // The cores the bypass keeps busy at most (BypassDispatcher::busy_window);
+  // 0: this host's (std::thread::hardware_concurrency).
+  std::uint32_t bypass_cores = 0;
 };
 
 // Counters, a snapshot of relaxed loads (each exact at some moment).

@@ -25,6 +25,10 @@
 //      table by its dispatch id until its result comes; a worker that
 //      leaves or dies has its messages sent again (at least once), a result
 //      whose id is not in the table is dropped and counted (exactly once).
+//      Unlike the master, the client knows its workers share its host: it
+//      keeps in flight no more than the credits of one worker per core
+//      (busy_window), and lets a worker that answers fast hold all its
+//      credits, so with more workers than cores the others sleep.
 //   When no worker joined within ClientOptions::bypass_wait, the call goes
 //   through the master as usual (logged once).
 //

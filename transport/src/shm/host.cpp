@@ -2,6 +2,7 @@
 // thread that registers attached peers and discards departed or dead ones.
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -126,7 +127,8 @@ HostCore::HostCore(Segment segment, BlockPool pool, SlotId slot, PeerTable table
       nonce_(segment_.nonce()),
       registered_(table.max_peers()),
       peer_watch_(table.max_peers()),
-      slot_watch_(options_.pool.process_slots) {}
+      slot_watch_(options_.pool.process_slots),
+      peer_death_(table.max_peers()) {}
 
 HostCore::~HostCore() {
   shutdown();
@@ -233,6 +235,7 @@ bool watched_alive(ProcessWatch& watch, const ProcessId& id) noexcept {
 }  // namespace
 
 void HostCore::monitor_loop() noexcept {
+  (void)::pthread_setname_np(::pthread_self(), "palm-shm-host");
   Doorbell& control = table_.control();
   auto next_liveness = std::chrono::steady_clock::now();
   // relaxed: stop_ is published by the control doorbell's shutdown (seq_cst RMW).
@@ -240,7 +243,9 @@ void HostCore::monitor_loop() noexcept {
     // Read before scanning: a ring during the scan makes the wait return.
     const std::uint32_t seen = control.sequence_approx();
     const auto now = std::chrono::steady_clock::now();
-    const bool liveness = now >= next_liveness;
+    // relaxed: a hint set before the control ring that woke us (its seq_cst
+    // RMW orders it); a death seen late is seen at the next ring or period.
+    const bool liveness = now >= next_liveness || death_seen_.exchange(false, std::memory_order_relaxed);
     if (liveness) next_liveness = now + options_.liveness_period;
     scan(liveness);
     if (liveness) sweep_pool_slots();
@@ -310,6 +315,13 @@ void HostCore::scan(bool check_liveness) {
                                                 ep->address());
           }
           reg = r;
+          // Its death wakes this thread at once (a SIGKILLed peer rings
+          // nobody): the liveness period is only a backstop then.
+          const std::uint64_t start = atomic_of(e.start_time).load(std::memory_order_relaxed);  // as is_alive
+          peer_death_[i] = DeathWatch::watch(ProcessId{pid, start}, [this] {
+            death_seen_.store(true, std::memory_order_relaxed);
+            table_.control().ring();
+          });
           changed_.notify_all();
           // After (K0): the ring's seq_cst RMW (R1) follows the ack, so a
           // subscriber asleep in connect wakes and sees it (the doorbell's
@@ -379,6 +391,7 @@ void HostCore::discard(std::uint32_t i, std::uint64_t seen, bool dead) {
       "shm {}: peer {} (pid {}) {}: channels discarded ({} orphan references), {} held references reclaimed", name(),
       i, peer_pid(seen), dead ? "died" : "left", released, rr.references_released);
   reg.reset();
+  peer_death_[i].reset();
   e.pool_slot = ~0u;
   // (E6) Free, release: pairs with the next claimer's acquire CAS (E1): it
   // sees the entry fully discarded.

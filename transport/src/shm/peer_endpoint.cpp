@@ -28,7 +28,7 @@ Clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept {
 }
 
 // How long one sleep may last before the peer re-checks that its host lives
-// (a SIGKILLed owner rings nobody).
+// (a SIGKILLed owner rings nobody), where no DeathWatch rings for it.
 constexpr std::chrono::milliseconds kOwnerCheck{250};
 
 }  // namespace
@@ -39,7 +39,35 @@ PeerEndpoint::PeerEndpoint(Parts parts)
       entry_(p_.table.entry(p_.index)),
       bell_(&p_.table.entry_bell(p_.index)),
       service_bell_(&p_.table.service_bell(p_.service)),
-      owner_(ProcessWatch(p_.segment.owner())) {}
+      owner_(ProcessWatch(p_.segment.owner())) {
+  // The owner's death rings this entry's doorbell and the consumer's: the
+  // waits below then sleep until their deadline (a SIGKILLed owner rings
+  // nobody itself).
+  owner_watch_ = DeathWatch::watch(owner_.id(), [this] {
+    owner_dead_.store(true, std::memory_order_relaxed);
+    wake_waiters();
+  });
+}
+
+void PeerEndpoint::wake_waiters() noexcept {
+  bell_->ring(Doorbell::kWakeAll);
+  // acquire: pairs with set_doorbell's release.
+  if (Doorbell* user = user_bell_.load(std::memory_order_acquire)) user->ring(Doorbell::kWakeAll);
+}
+
+void PeerEndpoint::interrupt() noexcept {
+  interrupt_.raise();
+  wake_waiters();
+}
+
+Clock::time_point PeerEndpoint::slice_end(Clock::time_point deadline) const noexcept {
+  if (owner_watch_) return deadline;
+  return std::min(deadline, Clock::now() + kOwnerCheck);
+}
+
+bool PeerEndpoint::owner_died() const noexcept {
+  return owner_dead_.load(std::memory_order_relaxed);  // see owner_dead_
+}
 
 PeerEndpoint::~PeerEndpoint() { close(); }
 
@@ -76,18 +104,23 @@ SendResult PeerEndpoint::send_for(Frame& frame, std::chrono::nanoseconds timeout
   SendResult r = SendResult::kFull;
   for (;;) {
     // The host rings this entry's doorbell when it pops: room.
-    const auto slice = std::min(deadline, Clock::now() + kOwnerCheck);
+    bool cut = false;
     const WaitResult w = bell_->wait_until(
         [&] {
-          if (host_gone()) {
+          if (host_gone() || owner_died()) {
             r = SendResult::kClosed;
             return true;
           }
-          std::lock_guard lock(send_mu_);
-          r = send_locked(frame, to);
-          return r != SendResult::kFull;
+          {
+            std::lock_guard lock(send_mu_);
+            r = send_locked(frame, to);
+          }
+          if (r != SendResult::kFull) return true;
+          cut = interrupt_.take();
+          return cut;
         },
-        slice);
+        slice_end(deadline));
+    if (cut) return SendResult::kTimeout;
     if (w == WaitResult::kReady) return r;
     if (w == WaitResult::kShutdown) return SendResult::kClosed;
     if (!owner_.alive()) return SendResult::kClosed;
@@ -130,7 +163,7 @@ WaitResult PeerEndpoint::recv_for(Delivery& out, std::chrono::nanoseconds timeou
   bool got = false;
   bool gone = false;
   for (;;) {
-    const auto slice = std::min(deadline, Clock::now() + kOwnerCheck);
+    bool cut = false;
     bell_->wait_until(
         [&] {
           if (closed_.load(std::memory_order_acquire)) {
@@ -141,13 +174,17 @@ WaitResult PeerEndpoint::recv_for(Delivery& out, std::chrono::nanoseconds timeou
             std::lock_guard lock(recv_mu_);
             got = recv_locked(out);
           }
+          if (got) return true;
           // Drained and the host is gone: shutdown.
-          gone = !got && host_gone();
-          return got || gone;
+          gone = host_gone();
+          if (gone || owner_died()) return true;  // a dead owner: below
+          cut = interrupt_.take();
+          return cut;
         },
-        slice);
+        slice_end(deadline));
     if (got) return WaitResult::kReady;
     if (gone) return WaitResult::kShutdown;
+    if (cut) return WaitResult::kTimeout;
     if (!owner_.alive()) {
       // The owner died: take what it published, then report shutdown.
       std::lock_guard lock(recv_mu_);
@@ -175,8 +212,7 @@ Result<void> PeerEndpoint::await_topic_ack(std::uint32_t seq, Clock::time_point 
     // The owner rings this entry's doorbell after each ack (R1 after the
     // release store), so the wait ends within a wake-up; sliced only to
     // notice an owner that died (a SIGKILLed owner rings nobody).
-    const auto slice = std::min(deadline, Clock::now() + kOwnerCheck);
-    const WaitResult w = bell_->wait_until([&] { return acked() || host_gone(); }, slice);
+    const WaitResult w = bell_->wait_until([&] { return acked() || host_gone() || owner_died(); }, slice_end(deadline));
     if (host_gone() || w == WaitResult::kShutdown) {
       return make_error(Errc::kClosed, "the shm host " + p_.address + " is gone");
     }
@@ -258,6 +294,9 @@ std::vector<PeerStatus> PeerEndpoint::peer_status() const {
 }
 
 void PeerEndpoint::close() noexcept {
+  // First: after this the watch's callback does not run, and nothing rings
+  // bell_ for it once the segment may be unmapped.
+  owner_watch_.reset();
   if (closed_.exchange(true, std::memory_order_acq_rel)) return;  // acq_rel: one closer
   {
     // Our sides of both channels stop here: after these locks no thread of

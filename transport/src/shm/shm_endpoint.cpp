@@ -315,9 +315,11 @@ SendResult HostEndpoint::send_for(Frame& frame, std::chrono::nanoseconds timeout
       r = SendResult::kClosed;
       return true;
     }
-    std::lock_guard lock(mu_);
-    r = send_locked(frame, to, deadline, true);
-    return r != SendResult::kFull;
+    {
+      std::lock_guard lock(mu_);
+      r = send_locked(frame, to, deadline, true);
+    }
+    return r != SendResult::kFull || interrupt_.take();  // cut short: kTimeout below
   };
   // Peers ring the service doorbell when they pop: room.
   if (bell_->wait_until(attempt, deadline) == WaitResult::kShutdown) return SendResult::kClosed;
@@ -385,15 +387,28 @@ bool HostEndpoint::try_recv(Delivery& out) noexcept {
 WaitResult HostEndpoint::recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept {
   if (!transport::receives(pattern_)) return WaitResult::kShutdown;
   bool got = false;
+  bool cut = false;
   const WaitResult r = bell_->wait_for(
       [&] {
-        std::lock_guard lock(mu_);
-        got = recv_locked(out);
-        return got || is_closed();
+        {
+          std::lock_guard lock(mu_);
+          got = recv_locked(out);
+        }
+        if (got || is_closed()) return true;
+        cut = interrupt_.take();
+        return cut;
       },
       timeout);
   if (got) return WaitResult::kReady;
-  return r == WaitResult::kTimeout ? WaitResult::kTimeout : WaitResult::kShutdown;
+  return r == WaitResult::kTimeout || cut ? WaitResult::kTimeout : WaitResult::kShutdown;
+}
+
+void HostEndpoint::interrupt() noexcept {
+  interrupt_.raise();
+  // The service's doorbell, shared with the peers that ring it: its other
+  // sleepers look again and sleep on.
+  bell_->ring(Doorbell::kWakeAll);
+  ring_user();
 }
 
 void HostEndpoint::set_doorbell(Doorbell* bell) noexcept {

@@ -24,7 +24,9 @@
 #include <thread>
 #include <vector>
 
+#include "palm/core/death_watch.hpp"
 #include "palm/core/doorbell.hpp"
+#include "palm/core/interrupt.hpp"
 #include "palm/core/pool.hpp"
 #include "palm/core/process.hpp"
 #include "palm/transport/shm/channel.hpp"
@@ -129,6 +131,11 @@ class HostCore : public std::enable_shared_from_this<HostCore> {
   // The monitor's watches (its thread only): by entry index, by pool slot.
   std::vector<ProcessWatch> peer_watch_;
   std::vector<ProcessWatch> slot_watch_;
+  // By entry index: the registered peer's death sets death_seen_ and rings
+  // the control doorbell (monitor thread only; ended by discard, and before
+  // what the callbacks touch when the core is destroyed).
+  std::atomic<bool> death_seen_{false};
+  std::vector<DeathWatch::Ticket> peer_death_;
 
   std::thread monitor_;
   std::atomic<bool> stop_{false};
@@ -149,6 +156,7 @@ class HostEndpoint final : public ShmEndpoint {
   bool try_recv(Delivery& out) noexcept override;
   WaitResult recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept override;
   void set_doorbell(Doorbell* bell) noexcept override;
+  void interrupt() noexcept override;
   Doorbell& doorbell() const noexcept override { return *bell_; }
   Result<void> subscribe(std::string_view prefix) override;
   Result<void> unsubscribe(std::string_view prefix) override;
@@ -214,6 +222,7 @@ class HostEndpoint final : public ShmEndpoint {
 
   std::atomic<bool> closed_{false};
   std::atomic<std::uint64_t> subscriptions_seen_{0};
+  Interrupt interrupt_;
   Counters counters_;
 };
 
@@ -245,6 +254,7 @@ class PeerEndpoint final : public ShmEndpoint {
   bool try_recv(Delivery& out) noexcept override;
   WaitResult recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept override;
   void set_doorbell(Doorbell* bell) noexcept override;
+  void interrupt() noexcept override;
   Doorbell& doorbell() const noexcept override { return *bell_; }
   Result<void> subscribe(std::string_view prefix) override;
   Result<void> unsubscribe(std::string_view prefix) override;
@@ -272,8 +282,14 @@ class PeerEndpoint final : public ShmEndpoint {
   Result<void> await_topic_ack(std::uint32_t seq, std::chrono::steady_clock::time_point deadline);
 
  private:
-  // The host closed the segment or the service, or its owner died.
+  // The host closed the segment or the service.
   bool host_gone() const noexcept;
+  // The owner's death was seen by the DeathWatch (owner_.alive() asks).
+  bool owner_died() const noexcept;
+  // The end of one sleep: the deadline, or kOwnerCheck from now where no
+  // DeathWatch watches the owner.
+  std::chrono::steady_clock::time_point slice_end(std::chrono::steady_clock::time_point deadline) const noexcept;
+  void wake_waiters() noexcept;
   bool service_open() const noexcept;
   SendResult send_locked(Frame& frame, const Envelope& to) noexcept;
   bool recv_locked(Delivery& out) noexcept;
@@ -285,12 +301,20 @@ class PeerEndpoint final : public ShmEndpoint {
   PeerEntry& entry_;
   Doorbell* const bell_;          // this peer's entry doorbell
   Doorbell* const service_bell_;  // the host service's doorbell
-  const ProcessWatch owner_;  // the segment's owner, looked at every kOwnerCheck
+  const ProcessWatch owner_;  // the segment's owner
+  // Set by the owner's death (owner_watch_'s callback, which rings bell_
+  // then): waits need not look at owner_ every kOwnerCheck. relaxed: the
+  // ring that follows the store orders it for the waiter (Doorbell (R1)).
+  std::atomic<bool> owner_dead_{false};
 
   std::mutex send_mu_, recv_mu_, topic_mu_;
   std::atomic<bool> closed_{false};
   std::atomic<Doorbell*> user_bell_{nullptr};
+  Interrupt interrupt_;
   Counters counters_;
+  // Last: ended first by the destructor, before anything its callback
+  // touches; close() ends it before the segment can go.
+  DeathWatch::Ticket owner_watch_;
 };
 
 }  // namespace palm::shm::detail

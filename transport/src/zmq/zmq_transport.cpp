@@ -12,6 +12,7 @@
 
 #include "detail/log.hpp"
 #include "palm/core/assert.hpp"
+#include "palm/core/interrupt.hpp"
 #include "zmq/bridge.hpp"
 
 namespace palm::transport::zeromq {
@@ -94,7 +95,7 @@ class ZmqEndpoint final : public Endpoint {
 
   WaitResult recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept override {
     InItem item;
-    const WaitResult r = s_->in.pop_for(item, timeout);
+    const WaitResult r = s_->in.pop_for(item, timeout, [this]() noexcept { return interrupt_.take(); });
     if (r != WaitResult::kReady) return r;
     after_pop();
     fill(out, item);
@@ -104,6 +105,14 @@ class ZmqEndpoint final : public Endpoint {
   void set_doorbell(Doorbell* bell) noexcept override {
     // release: pairs with the bridge's acquire load (push_in).
     s_->bell.store(bell, std::memory_order_release);
+  }
+
+  void interrupt() noexcept override {
+    interrupt_.raise();
+    s_->in.wake_waiters();
+    s_->out.wake_waiters();
+    // acquire: pairs with set_doorbell's release.
+    if (Doorbell* bell = s_->bell.load(std::memory_order_acquire)) bell->ring(Doorbell::kWakeAll);
   }
 
   Result<void> subscribe(std::string_view prefix) override { return change(prefix, true); }
@@ -207,7 +216,7 @@ class ZmqEndpoint final : public Endpoint {
     if (!wait) {
       r = s.out.try_push(item) ? WaitResult::kReady : WaitResult::kTimeout;
     } else {
-      r = s.out.push_for(item, timeout);
+      r = s.out.push_for(item, timeout, [this]() noexcept { return interrupt_.take(); });
     }
     if (r != WaitResult::kReady) {
       frame = Frame(*pool, slot, Handle::from_bits(item.handle));  // back to the caller
@@ -257,6 +266,7 @@ class ZmqEndpoint final : public Endpoint {
   }
 
   std::shared_ptr<EndpointState> s_;
+  Interrupt interrupt_;
 };
 
 }  // namespace

@@ -114,6 +114,18 @@ class MpmcRing {
   // they never sleep: they still complete if they can at once.
   WaitResult push_for(const T& item, std::chrono::nanoseconds timeout) noexcept;
   WaitResult pop_for(T& out, std::chrono::nanoseconds timeout) noexcept;
+  // As above, ending early with kTimeout once `cut()` returns true (an
+  // Interrupt taken): looked at whenever the ring is, so whoever makes it
+  // true then calls wake_waiters().
+  template <class Cut>
+  WaitResult push_for(const T& item, std::chrono::nanoseconds timeout, Cut&& cut) noexcept;
+  template <class Cut>
+  WaitResult pop_for(T& out, std::chrono::nanoseconds timeout, Cut&& cut) noexcept;
+  // Wakes every blocked push_for/pop_for to look again (not sticky).
+  void wake_waiters() noexcept {
+    not_empty_.ring(Doorbell::kWakeAll);
+    not_full_.ring(Doorbell::kWakeAll);
+  }
 
   // Wakes every blocked push_for/pop_for (they return kShutdown unless they
   // can complete at once); sticky. try_* keep working: consumers can drain.

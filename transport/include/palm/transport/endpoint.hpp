@@ -225,6 +225,13 @@ class Endpoint {
   // doorbell, used by recv_for, is rung as well). nullptr detaches. The
   // doorbell must outlive the endpoint or be detached first.
   virtual void set_doorbell(Doorbell* bell) noexcept = 0;
+  // Ends the recv_for or send_for in progress on this endpoint, or the next
+  // one if none is: it returns kTimeout (send_for: the frame stays the
+  // caller's) as if its time had run out, and the doorbell set with
+  // set_doorbell is rung. For a thread told to stop by another: it sleeps
+  // until then, with no periodic look at a flag. One interrupt ends one
+  // wait. Thread-safe; never blocks.
+  virtual void interrupt() noexcept = 0;
 
   // ---- kSub ------------------------------------------------------------------
   // Adds / removes a topic prefix. Blocks until the bridge applied it (bounded

@@ -228,18 +228,44 @@ std::size_t MpmcRing<T>::try_pop_n(T* out, std::size_t max) noexcept {
 
 template <class T>
 WaitResult MpmcRing<T>::push_for(const T& item, std::chrono::nanoseconds timeout) noexcept {
-  // The predicate is the push itself: kReady means it happened.
-  const WaitResult result = not_full_.wait_for(
-      [this, &item]() noexcept { return try_push_no_wake(item); }, timeout);
-  if (result == WaitResult::kReady) not_empty_.ring_if_waiting(1);
-  return result;
+  return push_for(item, timeout, []() noexcept { return false; });
 }
 
 template <class T>
 WaitResult MpmcRing<T>::pop_for(T& out, std::chrono::nanoseconds timeout) noexcept {
+  return pop_for(out, timeout, []() noexcept { return false; });
+}
+
+template <class T>
+template <class Cut>
+WaitResult MpmcRing<T>::push_for(const T& item, std::chrono::nanoseconds timeout, Cut&& cut) noexcept {
+  // The predicate is the push itself: kReady and `pushed` mean it happened.
+  bool pushed = false;
+  const WaitResult result = not_full_.wait_for(
+      [&]() noexcept {
+        pushed = try_push_no_wake(item);
+        return pushed || cut();
+      },
+      timeout);
+  if (result != WaitResult::kReady) return result;
+  if (!pushed) return WaitResult::kTimeout;  // cut short
+  not_empty_.ring_if_waiting(1);
+  return result;
+}
+
+template <class T>
+template <class Cut>
+WaitResult MpmcRing<T>::pop_for(T& out, std::chrono::nanoseconds timeout, Cut&& cut) noexcept {
+  bool popped = false;
   const WaitResult result = not_empty_.wait_for(
-      [this, &out]() noexcept { return try_pop_no_wake(out); }, timeout);
-  if (result == WaitResult::kReady) not_full_.ring_if_waiting(1);
+      [&]() noexcept {
+        popped = try_pop_no_wake(out);
+        return popped || cut();
+      },
+      timeout);
+  if (result != WaitResult::kReady) return result;
+  if (!popped) return WaitResult::kTimeout;  // cut short
+  not_full_.ring_if_waiting(1);
   return result;
 }
 

@@ -19,9 +19,9 @@
 //                                per-worker dispatch)
 //
 // Threads: the Host runs one monitor thread, asleep on the segment's control
-// doorbell; it wakes when a peer attaches, leaves or subscribes, and every
-// liveness_period to check the attached processes (pid + start time; a slow
-// peer is alive). It registers an attached peer with its service (a kSub
+// doorbell; it wakes when a peer attaches, leaves, subscribes or dies
+// (DeathWatch), and every liveness_period to check the processes (pid +
+// start time; a slow peer is alive). It registers an attached peer with its service (a kSub
 // with its topics) and acknowledges it on the peer entry, ringing the
 // entry's doorbell: a connected kSub's subscriptions are in place when
 // connect returns, and a subscribe's when it returns. A dead or departed
@@ -70,9 +70,12 @@ struct HostOptions {
   PoolConfig pool = default_host_pool();
   std::uint32_t max_peers = 32;            // attached endpoints at once
   std::uint32_t channel_capacity = 1024;   // items per channel, a power of two
-  // How often the monitor checks that attached processes live (a dead
-  // peer's messages go back to the pool and to other workers this late).
-  std::chrono::milliseconds liveness_period{250};
+  // How often the monitor checks that processes live. A registered peer's
+  // death wakes it at once (DeathWatch): this period bounds the rest (a
+  // process that died attaching, a pool slot without a peer entry, and
+  // every death where pidfds are refused: a dead peer's messages go back to
+  // the pool and to other workers this late then).
+  std::chrono::milliseconds liveness_period{1000};
   // kPub send_for: how long a full subscriber may hold a message back before
   // it loses it (counted, flagged, logged). try_send does not wait.
   std::chrono::milliseconds slow_subscriber_wait{20};

@@ -9,6 +9,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// The bound of the cache thread's wait for a request: a backstop, since
+// stop() ends it by closing the endpoint.
+constexpr auto kRest = std::chrono::seconds(60);
+
 std::string_view text_of(std::span<const std::byte> bytes) noexcept {
   return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
 }
@@ -201,7 +205,9 @@ void CacheService::run() noexcept {
       logger_->info("Cache Service: served {} requests, its messages limit; stopping", served);
       break;
     }
-    const WaitResult w = endpoint_->recv_for(d, options_.poll);
+    // stop() closes the endpoint, which ends this wait (kShutdown): no
+    // periodic look at stop_ is needed.
+    const WaitResult w = endpoint_->recv_for(d, kRest);
     if (w == WaitResult::kShutdown) break;
     if (w != WaitResult::kReady) continue;
     if (d.event != transport::Event::kMessage) continue;

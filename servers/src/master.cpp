@@ -194,6 +194,9 @@ class DispatchPart final : public OutboundPart {
     return {};
   }
 
+  // Messages at pylm workers are timed (pylm_timeout): check_timeouts runs.
+  bool wants_ticks() const noexcept override { return pylm_inflight_ != 0; }
+
   bool step() override {
     bool did = flush_out();
     did |= receive();

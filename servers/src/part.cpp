@@ -75,7 +75,7 @@ Result<void> Part::open(const PartEnv& env) {
   // (a worker joined or gone) ring only the doorbell set here.
   for (auto& ep : endpoints_) ep->set_doorbell(wait_bell_);
   if (input_ != kNoRoute) env_.router->set_bell(input_, wait_bell_);
-  wait_cap_ = shm_endpoints > 1 ? std::chrono::milliseconds(1) : env_.poll;
+  wait_cap_ = shm_endpoints > 1 ? std::chrono::milliseconds(1) : kRest;
   return {};
 }
 
@@ -107,7 +107,7 @@ void Part::share_bell() {
     for (auto& ep : m->endpoints_) ep->set_doorbell(bell);
     if (m->input_ != kNoRoute) env_.router->set_bell(m->input_, bell);
   }
-  wait_cap_ = shm_bells.size() > 1 ? std::chrono::milliseconds(1) : env_.poll;
+  wait_cap_ = shm_bells.size() > 1 ? std::chrono::milliseconds(1) : kRest;
 }
 
 void Part::start() {
@@ -159,6 +159,12 @@ void Part::run() noexcept {
     for (Part* m : members) did |= m->tick(alive);
     return did;
   };
+  // Timed work (a drain's deadline, a backlog, wants_ticks) wakes the
+  // thread every env_.poll; the rest is rung.
+  const auto timed = [&members] {
+    return std::any_of(members.begin(), members.end(),
+                       [](const Part* m) { return m->stopping() || !m->backlog_.empty() || m->wants_ticks(); });
+  };
   for (;;) {
     bool alive = false;
     if (round(alive)) continue;
@@ -169,7 +175,7 @@ void Part::run() noexcept {
           const bool did = round(still);
           return did || !still;
         },
-        wait_cap_);
+        timed() ? std::min<std::chrono::milliseconds>(wait_cap_, env_.poll) : wait_cap_);
   }
   // release: pairs with join()'s acquire; everything the thread did is seen.
   running_.store(false, std::memory_order_release);

@@ -32,7 +32,6 @@ ServerTemplate::ServerTemplate(transport::Context& context, ServerOptions option
   cache_options.db_address = options_.db_address;
   cache_options.messages = options_.cache_messages;
   cache_options.log_level = options_.log_level;
-  cache_options.poll = options_.poll;
   cache_service_ = std::make_unique<CacheService>(context, cache_options, store_, logger_);
 }
 
@@ -142,7 +141,8 @@ bool ServerTemplate::wait(std::chrono::milliseconds timeout) noexcept {
 
 Result<void> ServerTemplate::serve() {
   if (auto r = start(); !r) return r;
-  while (!wait(std::chrono::milliseconds(1000))) {
+  // request_stop rings stop_bell_: the long wait is a backstop only.
+  while (!wait(std::chrono::minutes(1))) {
   }
   stop();
   return {};

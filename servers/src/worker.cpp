@@ -45,6 +45,9 @@ std::string one_line(std::string text) {
   return text;
 }
 
+// The bound of a wait that events end (stop(), a message, the master's
+// death): not a poll, a backstop. An idle worker wakes this rarely.
+constexpr auto kRest = std::chrono::seconds(60);
 constexpr std::size_t kMaxThrottled = 1024;  // distinct reasons remembered
 constexpr auto kThrottlePeriod = std::chrono::seconds(1);
 
@@ -105,7 +108,24 @@ Worker::~Worker() {
 }
 
 void Worker::stop() noexcept {
-  stop_.store(true, std::memory_order_relaxed);  // relaxed: a flag run() polls every `poll`
+  // relaxed: published by the interrupts (their raise is a release the
+  // woken wait acquires).
+  stop_.store(true, std::memory_order_relaxed);
+  wake_all();
+}
+
+void Worker::wake_all() noexcept {
+  const std::lock_guard lock(wake_mu_);
+  for (transport::Endpoint* ep : wake_) ep->interrupt();
+}
+
+void Worker::wake_on_stop(transport::Endpoint* ep, bool add) {
+  const std::lock_guard lock(wake_mu_);
+  if (add) {
+    wake_.push_back(ep);
+  } else {
+    std::erase(wake_, ep);
+  }
 }
 
 Result<transport::DiscoveryClient*> Worker::cache_client() {
@@ -199,6 +219,7 @@ Result<void> Worker::connect() {
       auto ep = open_to(std::move(spec));
       if (!ep) return tl::unexpected(std::move(ep.error()));
       in_ = std::move(*ep);
+      wake_on_stop(in_.get(), true);
       summary_ = fmt::format("work and results: {} over {} ({}), {} credits", resolve(*dispatch),
                              transport::to_string(in_->scheme()), in_->address(), options_.credits);
       logger_->info("Worker {}: palm dispatch: {}", name_, summary_);
@@ -240,6 +261,8 @@ Result<void> Worker::connect() {
   if (!out) return tl::unexpected(std::move(out.error()));
   in_ = std::move(*in);
   out_ = std::move(*out);
+  wake_on_stop(in_.get(), true);
+  wake_on_stop(out_.get(), true);
   summary_ = fmt::format("work from {} over {} ({}), results to {} over {} ({})", pull,
                          transport::to_string(in_->scheme()), in_->address(), push,
                          transport::to_string(out_->scheme()), out_->address());
@@ -441,6 +464,7 @@ Result<void> Worker::run() {
   } end_bypass{*this};
   bypass_stop_.store(false, std::memory_order_relaxed);  // relaxed: a flag (see end_bypass)
   MasterWatch watch{std::chrono::steady_clock::now(), 0};
+  const bool watches_master = transport::is_zmq(in_->scheme()) && options_.master_timeout.count() > 0;
   for (;;) {
     // relaxed: a count (the bypass's threads add theirs under serve_mu_).
     const std::uint64_t taken = taken_.load(std::memory_order_relaxed);
@@ -453,7 +477,10 @@ Result<void> Worker::run() {
       return {};
     }
     transport::Delivery d;
-    const WaitResult w = in_->recv_for(d, options_.poll);
+    // Events end this wait (a message, stop(), the limit reached by the
+    // bypass, the master's death or shutdown): it wakes on its own only
+    // where a ZeroMQ connection is watched (master_gone).
+    const WaitResult w = in_->recv_for(d, watches_master ? options_.poll : kRest);
     bool dead = false;
     if (w == WaitResult::kReady) {
       if (d.event != transport::Event::kMessage || !d.frame) continue;
@@ -502,7 +529,8 @@ void Worker::start_bypass(std::string address) {
 }
 
 void Worker::end_bypass() noexcept {
-  bypass_stop_.store(true, std::memory_order_relaxed);  // relaxed: a flag, looked at every `poll`
+  bypass_stop_.store(true, std::memory_order_relaxed);  // relaxed: published by the interrupts, as stop_
+  wake_all();
   for (BypassThread& b : bypass_threads_) b.thread.join();
   bypass_threads_.clear();
 }
@@ -516,24 +544,32 @@ void Worker::serve_bypass(const std::string& address) {
     return;
   }
   logger_->info("Worker {}: serving a client directly (master bypass) at {}", name_, address);
+  wake_on_stop(ep->get(), true);
+  struct Unlist {
+    Worker& w;
+    transport::Endpoint* ep;
+    ~Unlist() { w.wake_on_stop(ep, false); }
+  } unlist{*this, ep->get()};
   std::uint64_t served = 0;
-  // relaxed: flags and a count, looked at every `poll`.
+  // relaxed: flags and a count, published by the interrupts that end a wait.
   const auto more = [&] {
     return !stop_.load(std::memory_order_relaxed) && !bypass_stop_.load(std::memory_order_relaxed) &&
            (options_.messages == 0 || taken_.load(std::memory_order_relaxed) < options_.messages);
   };
   while (more()) {
     transport::Delivery d;
-    const WaitResult w = (*ep)->recv_for(d, options_.poll);
+    const WaitResult w = (*ep)->recv_for(d, kRest);  // events end it, as in run()
     if (w == WaitResult::kTimeout) continue;
     if (w != WaitResult::kReady) break;  // the client's segment is gone
     if (d.event != transport::Event::kMessage || !d.frame) continue;
     bool dead = false;
+    bool last = false;
     {
       const std::lock_guard lock(serve_mu_);
-      taken_.fetch_add(1, std::memory_order_relaxed);
+      last = taken_.fetch_add(1, std::memory_order_relaxed) + 1 == options_.messages;
       serve_one(d.frame, dead, **ep);
     }
+    if (last) wake_all();  // run() and the other bypass threads see the limit
     ++served;
     if (dead) break;
   }

@@ -26,8 +26,12 @@ constexpr std::size_t kSignalEvery = 32;
 constexpr std::size_t kDeliverBytes = std::size_t{64} << 10;
 // Retry period for what ZeroMQ cannot signal (XPUB/ROUTER room, pool blocks).
 constexpr auto kRetry = std::chrono::milliseconds(1);
-// The longest sleep: an idle bridge checks itself once a second.
-constexpr long kIdlePollMs = 1000;
+// The longest sleep, a backstop: whatever gives the bridge work writes its
+// eventfd (commands, sends, room made by a consumer) or fires a socket's fd,
+// and timed retries set their own timeout. Each wake-up of an idle bridge
+// costs ~0.15-0.5 ms of CPU on this VM; once a second in every process was
+// a tenth of an idle 8-worker farm's CPU.
+constexpr long kIdlePollMs = 60'000;
 
 // ---- the dispatch header ----------------------------------------------------
 constexpr std::size_t kHeaderBytes = 8;
@@ -500,7 +504,7 @@ void Bridge::loop() noexcept {
     // A socket used since its last ZMQ_EVENTS may have messages or room that
     // its fd will not signal (ZeroMQ's fd is edge-triggered): look first.
     progress |= dirty;
-    if (!progress && t_.options_.bridge_spin.count() > 0) {
+    if (!progress && !rested_ && t_.options_.bridge_spin.count() > 0) {
       // Bounded spin on the application's side only (sockets are looked at
       // by the poll below): sched_yield inside, so a thread about to send
       // gets the CPU (2 vCPUs: see DESIGN.md).
@@ -526,6 +530,7 @@ void Bridge::loop() noexcept {
     }
     // (B3)
     const int rc = ::poll(fds_.data(), static_cast<nfds_t>(fds_.size()), static_cast<int>(timeout));
+    rested_ = rc == 0 && timeout > 0;
     // relaxed: a stale true costs a waker one needless eventfd write.
     t_.sleeping_.store(false, std::memory_order_relaxed);
     if (rc < 0) {

@@ -213,6 +213,9 @@ class Bridge {
   ZmqTransport& t_;
   std::vector<std::unique_ptr<Link>> links_;
   std::vector<pollfd> fds_;  // the eventfd, then the links' ZMQ_FDs
+  // The last poll timed out with nothing to do: the next look skips the
+  // spin (an idle bridge sleeps again at once, as Doorbell's idle_waiter).
+  bool rested_ = false;
   std::vector<std::pair<Link*, bool>> fd_links_;  // (link, is its monitor); eventfd: null
   // The parts before the body of the item being sent (send_item).
   std::array<std::span<const std::byte>, kMaxParts> head_{};

@@ -26,9 +26,9 @@
 //
 // Threads: start() starts one thread, "the cache thread", which receives
 // requests, runs them against the store and queues the replies; ZeroMQ work
-// happens on the Context's bridge thread (context.hpp). Every wait of the
-// cache thread is bounded (a receive wakes at least every `poll`), so stop()
-// returns within about `poll` plus the reply timeout. Other members may be
+// happens on the Context's bridge thread (context.hpp). The cache thread
+// sleeps until a request comes; stop() closes the endpoint, which wakes it,
+// and returns within about the reply timeout. Other members may be
 // called from any thread: the store and the reserved keys have their own
 // locks, counters are atomics.
 
@@ -59,7 +59,6 @@ struct CacheServiceOptions {
   std::string db_address;  // bound; tcp://127.0.0.1:* picks a port (address())
   std::uint64_t messages = 0;  // requests to answer before stopping; 0 = no limit
   LogLevel log_level = LogLevel::kInfo;  // for the server_logger(name) made if none given
-  std::chrono::milliseconds poll{100};   // the longest a receive waits before checking stop
   std::chrono::milliseconds reply_timeout{1000};  // the longest a reply waits for queue room
 };
 
@@ -96,7 +95,7 @@ class CacheService {
   // kInvalidArgument if already started. Blocks (bounded) for the bind.
   [[nodiscard]] Result<void> start();
   // Stops the cache thread and closes the endpoint. Idempotent; blocks for
-  // at most about poll + reply_timeout. Not to be called from the cache
+  // at most about reply_timeout. Not to be called from the cache
   // thread.
   void stop() noexcept;
   // True once the cache thread has ended (messages limit, stop, shutdown).

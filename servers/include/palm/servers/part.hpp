@@ -9,8 +9,9 @@
 // endpoint that doorbell is the endpoint's own, in the segment
 // (ShmEndpoint::doorbell()), since other processes ring it. It spins a few
 // microseconds with sched_yield, then sleeps on the futex (DESIGN.md
-// "Waiting"). It also wakes every `poll` to check for stop, so an idle
-// server sleeps and a stop is bounded.
+// "Waiting"). request_stop rings it too, so an idle server sleeps until
+// something happens; only timed work (a drain's deadline, a backlog, a
+// part's wants_ticks) wakes it every `poll`.
 //
 // Shared threads: a part may host others (host(guest), before open): they
 // run on its thread, in turn, and sleep on one doorbell. Their shm services
@@ -132,6 +133,9 @@ class Part {
   virtual bool step() = 0;
   // After stop was requested: a last bounded batch (drain what is queued).
   virtual bool drain() { return step(); }
+  // True while step() has work due by the clock (nothing rings for it): the
+  // thread then wakes every env().poll. Otherwise it sleeps until rung.
+  virtual bool wants_ticks() const noexcept { return false; }
   virtual void on_close() noexcept {}
 
   // Opens `pattern` bound on `tcp_address` (if not empty) and, when the
@@ -217,9 +221,12 @@ class Part {
   std::int64_t drain_deadline_ns_ = 0;  // idem; 0 until stopping
   Doorbell bell_;
   Doorbell* wait_bell_ = &bell_;
-  // Waits are cut to this when messages can arrive without ringing
-  // wait_bell_ (more than one shm endpoint); else env_.poll.
-  std::chrono::milliseconds wait_cap_{100};
+  // The longest sleep: 1 ms when messages can arrive without ringing
+  // wait_bell_ (more than one shm endpoint), else kRest (every event rings:
+  // endpoints, routes, request_stop, a shm owner's death); env_.poll while
+  // there is timed work (Part::run).
+  static constexpr std::chrono::milliseconds kRest{60'000};
+  std::chrono::milliseconds wait_cap_{kRest};
   // stop_: set by request_stop (any thread), read by the part's thread at
   // each wake-up; relaxed, the doorbell ring that follows is the wake-up.
   std::atomic<bool> stop_{false};

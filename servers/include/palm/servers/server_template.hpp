@@ -56,7 +56,9 @@ struct ServerOptions {
   LogLevel log_level = LogLevel::kInfo;
   std::uint64_t cache_messages = 0;  // pylm's start(cache_messages=N); 0 = no limit
   bool shm = true;                   // serve palm peers of this host over shared memory
-  std::chrono::milliseconds poll{250};  // the longest any thread sleeps before checking stop
+  // How often a part with timed work (a drain, a backlog, messages at pylm
+  // workers) wakes; idle threads sleep until rung (stop rings them all).
+  std::chrono::milliseconds poll{250};
   std::size_t route_capacity = 1024;    // each route's ring (a power of two)
 };
 

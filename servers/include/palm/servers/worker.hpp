@@ -94,7 +94,10 @@ struct WorkerOptions {
   std::optional<shm::TransportMode> transport;  // nullopt: PALM_TRANSPORT / auto
   LogLevel log_level = LogLevel::kInfo;
   std::chrono::milliseconds discovery_timeout{5000};  // each cache request
-  std::chrono::milliseconds poll{250};                // longest wait before checking stop
+  // How often an idle worker on ZeroMQ looks at its connection to the
+  // master (master_timeout), and how long a blocked send waits before it
+  // tries again. Idle waits on shm sleep until an event: stop() wakes them.
+  std::chrono::milliseconds poll{250};
   // On ZeroMQ (tcp, ipc): run() ends with kPeerDead once the connection to
   // the master stayed down this long (its process died, its machine went
   // silent past the heartbeats); a master back within it gets the worker's
@@ -152,8 +155,8 @@ class Worker {
   // gone (kPeerDead, shm only). Connects first if connect() was not
   // called. Blocks, on the caller's thread.
   [[nodiscard]] Result<void> run();
-  // Asks run() to return within about `poll`. Thread-safe; not
-  // async-signal-safe by contract (see the header comment).
+  // Asks run() to return: wakes its waits (Endpoint::interrupt). Thread-
+  // safe; not async-signal-safe by contract (see the header comment).
   void stop() noexcept;
 
   // The master's cache, as pylm's Worker.set/get/delete: set(value, key)
@@ -232,9 +235,15 @@ class Worker {
   std::atomic<transport::Scheme> receive_scheme_{transport::Scheme::kTcp};
   std::atomic<transport::Scheme> send_scheme_{transport::Scheme::kTcp};
 
-  // Set by stop(), polled by run() at each wake-up (relaxed: a flag; run()
-  // rechecks it every `poll`).
+  // Set by stop(), looked at by run() at each wake-up; stop() then wakes
+  // every endpoint of wake_ (Endpoint::interrupt).
   std::atomic<bool> stop_{false};
+  // The endpoints whose waits stop() and the bypass's end must end: in_,
+  // out_ and each bypass thread's (registered while it lives).
+  std::mutex wake_mu_;
+  std::vector<transport::Endpoint*> wake_;  // under wake_mu_
+  void wake_all() noexcept;
+  void wake_on_stop(transport::Endpoint* ep, bool add);
 
   // Messages taken (the `messages` limit), by run() and the bypass threads.
   std::atomic<std::uint64_t> taken_{0};

@@ -61,7 +61,10 @@ TEST_P(OneDies, TheOtherFinishesTheJob) {
 
   farm.stop_workers();
   farm.drop_client();
-  farm.expect_pools_full();
+  // The kill lands while the victim works: inside a pool operation's crash
+  // window it loses the block in its hand (fault_util.hpp), at most one.
+  // (Seen once in ~10 runs: 1 block, freed by the audit.)
+  farm.expect_pools_full(1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Victim, OneDies, ::testing::Values("shm", "tcp"),

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -158,9 +159,21 @@ DeathWatch::Ticket DeathWatch::watch(const ProcessId& id, std::function<void()> 
       ::close(fd);
       return Ticket{};
     }
+    // An internal thread takes no signal (a process that waits for SIGINT /
+    // SIGTERM with sigwait or a signalfd must not lose one to it): it is
+    // born with every signal blocked.
+    sigset_t all;
+    sigset_t was;
+    ::sigfillset(&all);
+    (void)::pthread_sigmask(SIG_BLOCK, &all, &was);
+    bool started = true;
     try {
       std::thread([&s] { run(s); }).detach();  // lives as long as the process
     } catch (const std::system_error&) {
+      started = false;
+    }
+    (void)::pthread_sigmask(SIG_SETMASK, &was, nullptr);
+    if (!started) {
       lock.unlock();
       ::close(fd);
       return Ticket{};

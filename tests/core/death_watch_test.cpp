@@ -9,7 +9,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
+#include <string>
 #include <thread>
 
 extern char** environ;
@@ -169,6 +172,31 @@ TEST(DeathWatch, ManyWatchesComeAndGoWhileProcessesDie) {
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(after_end.load(), 0);
   EXPECT_EQ(deaths.seen(), kChildren);
+}
+
+TEST(DeathWatch, ItsThreadBlocksEverySignal) {
+  // A process that takes SIGTERM through sigwait or a signalfd (the palm
+  // commands) must not have it delivered to the watch's thread instead.
+  Sleeper child;
+  ASSERT_TRUE(child.started());
+  Deaths deaths;
+  DeathWatch::Ticket t = DeathWatch::watch(child.id(), deaths.callback());
+  ASSERT_TRUE(t);
+  std::string blocked;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name != "palm-deaths") continue;
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("SigBlk:", 0) == 0) blocked = line.substr(7);
+    }
+  }
+  ASSERT_FALSE(blocked.empty()) << "no thread named palm-deaths";
+  const unsigned long long mask = std::stoull(blocked, nullptr, 16);
+  EXPECT_NE(mask & (1ull << (SIGTERM - 1)), 0u) << "SigBlk:" << blocked;
+  EXPECT_NE(mask & (1ull << (SIGINT - 1)), 0u) << "SigBlk:" << blocked;
 }
 
 }  // namespace

@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -13,6 +12,8 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "palm/core/quiet_thread.hpp"
 
 namespace palm {
 namespace {
@@ -159,21 +160,9 @@ DeathWatch::Ticket DeathWatch::watch(const ProcessId& id, std::function<void()> 
       ::close(fd);
       return Ticket{};
     }
-    // An internal thread takes no signal (a process that waits for SIGINT /
-    // SIGTERM with sigwait or a signalfd must not lose one to it): it is
-    // born with every signal blocked.
-    sigset_t all;
-    sigset_t was;
-    ::sigfillset(&all);
-    (void)::pthread_sigmask(SIG_BLOCK, &all, &was);
-    bool started = true;
     try {
-      std::thread([&s] { run(s); }).detach();  // lives as long as the process
+      quiet_thread([&s] { run(s); }).detach();  // lives as long as the process
     } catch (const std::system_error&) {
-      started = false;
-    }
-    (void)::pthread_sigmask(SIG_SETMASK, &was, nullptr);
-    if (!started) {
       lock.unlock();
       ::close(fd);
       return Ticket{};

@@ -9,11 +9,11 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
+
+#include "thread_signals.hpp"
 
 extern char** environ;
 
@@ -182,21 +182,9 @@ TEST(DeathWatch, ItsThreadBlocksEverySignal) {
   Deaths deaths;
   DeathWatch::Ticket t = DeathWatch::watch(child.id(), deaths.callback());
   ASSERT_TRUE(t);
-  std::string blocked;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(task.path() / "comm");
-    std::string name;
-    std::getline(comm, name);
-    if (name != "palm-deaths") continue;
-    std::ifstream status(task.path() / "status");
-    for (std::string line; std::getline(status, line);) {
-      if (line.rfind("SigBlk:", 0) == 0) blocked = line.substr(7);
-    }
-  }
-  ASSERT_FALSE(blocked.empty()) << "no thread named palm-deaths";
-  const unsigned long long mask = std::stoull(blocked, nullptr, 16);
-  EXPECT_NE(mask & (1ull << (SIGTERM - 1)), 0u) << "SigBlk:" << blocked;
-  EXPECT_NE(mask & (1ull << (SIGINT - 1)), 0u) << "SigBlk:" << blocked;
+  const auto masks = test::blocked_signals_of("palm-deaths");
+  ASSERT_EQ(masks.size(), 1u) << "one thread named palm-deaths";
+  EXPECT_TRUE(test::blocks_stop_signals(masks[0])) << std::hex << masks[0];
 }
 
 }  // namespace

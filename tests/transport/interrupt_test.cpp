@@ -17,6 +17,7 @@
 #include "palm/transport/shm/host.hpp"
 #include "peer.hpp"
 #include "shm_test_util.hpp"
+#include "thread_signals.hpp"
 #include "zmq_test_util.hpp"
 
 namespace palm::transport {
@@ -192,6 +193,23 @@ TEST(Interrupt, ZmqSendOnAFullQueueEndsAndKeepsTheFrame) {
   auto v = f.view();
   ASSERT_TRUE(v);
   EXPECT_EQ(v->message.function, "f");
+}
+
+TEST(QuietThreads, BridgeAndShmHostThreadsBlockStopSignals) {
+  // (Here beside the endpoints that start them.) A process waiting for
+  // SIGTERM by sigwait or signalfd must not have it delivered to them.
+  ShmPushPull s("quiet", 8);
+  ASSERT_TRUE(s.ok());
+  auto ctx = Context::create();
+  ASSERT_TRUE(ctx) << ctx.error().describe();
+  // The bridge starts with the first ZeroMQ endpoint.
+  auto pull = ctx->open(EndpointSpec::bind_to(Pattern::kPull, "inproc://" + unique_name("quiet")));
+  ASSERT_TRUE(pull) << pull.error().describe();
+  for (const char* name : {"palm-bridge", "palm-shm-host"}) {
+    const auto masks = palm::test::blocked_signals_of(name);
+    ASSERT_FALSE(masks.empty()) << "no thread named " << name;
+    for (const std::uint64_t m : masks) EXPECT_TRUE(palm::test::blocks_stop_signals(m)) << name << std::hex << m;
+  }
 }
 
 }  // namespace

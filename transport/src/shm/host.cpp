@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "detail/log.hpp"
+#include "palm/core/quiet_thread.hpp"
 #include "shm/shm_endpoint.hpp"
 
 namespace palm::shm {
@@ -135,7 +136,7 @@ HostCore::~HostCore() {
   if (monitor_.joinable()) monitor_.join();
 }
 
-void HostCore::start() { monitor_ = std::thread([this] { monitor_loop(); }); }
+void HostCore::start() { monitor_ = quiet_thread([this] { monitor_loop(); }); }
 
 void HostCore::shutdown() noexcept {
   if (stopped_.exchange(true, std::memory_order_acq_rel)) return;  // acq_rel: one shutter

@@ -13,6 +13,7 @@
 #include "detail/log.hpp"
 #include "palm/core/assert.hpp"
 #include "palm/core/interrupt.hpp"
+#include "palm/core/quiet_thread.hpp"
 #include "zmq/bridge.hpp"
 
 namespace palm::transport::zeromq {
@@ -289,7 +290,7 @@ Result<std::unique_ptr<ZmqTransport>> ZmqTransport::start(detail::ContextCore& c
     return errno_error(err, "eventfd");
   }
   std::unique_ptr<ZmqTransport> t(new ZmqTransport(core, context, fd));
-  t->thread_ = std::thread([raw = t.get()] { raw->run(); });
+  t->thread_ = quiet_thread([raw = t.get()] { raw->run(); });
   return t;
 }
 

@@ -46,8 +46,9 @@ std::string one_line(std::string text) {
 }
 
 // The bound of a wait that events end (stop(), a message, the master's
-// death): not a poll, a backstop. An idle worker wakes this rarely.
-constexpr auto kRest = std::chrono::seconds(60);
+// death): not a poll, a safety net against a missed wake-up (as
+// Part::kRest). An idle worker wakes this rarely.
+constexpr auto kRest = std::chrono::seconds(5);
 constexpr std::size_t kMaxThrottled = 1024;  // distinct reasons remembered
 constexpr auto kThrottlePeriod = std::chrono::seconds(1);
 

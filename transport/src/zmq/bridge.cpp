@@ -26,12 +26,12 @@ constexpr std::size_t kSignalEvery = 32;
 constexpr std::size_t kDeliverBytes = std::size_t{64} << 10;
 // Retry period for what ZeroMQ cannot signal (XPUB/ROUTER room, pool blocks).
 constexpr auto kRetry = std::chrono::milliseconds(1);
-// The longest sleep, a backstop: whatever gives the bridge work writes its
-// eventfd (commands, sends, room made by a consumer) or fires a socket's fd,
-// and timed retries set their own timeout. Each wake-up of an idle bridge
-// costs ~0.15-0.5 ms of CPU on this VM; once a second in every process was
-// a tenth of an idle 8-worker farm's CPU.
-constexpr long kIdlePollMs = 60'000;
+// The longest sleep, a safety net: whatever gives the bridge work writes
+// its eventfd (commands, sends, room made by a consumer) or fires a
+// socket's fd, and timed retries set their own timeout. Each wake-up of an
+// idle bridge costs ~0.15-0.5 ms of CPU on this VM; once a second in every
+// process was a tenth of an idle 8-worker farm's CPU.
+constexpr long kIdlePollMs = 5'000;
 
 // ---- the dispatch header ----------------------------------------------------
 constexpr std::size_t kHeaderBytes = 8;

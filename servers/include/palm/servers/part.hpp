@@ -224,8 +224,11 @@ class Part {
   // The longest sleep: 1 ms when messages can arrive without ringing
   // wait_bell_ (more than one shm endpoint), else kRest (every event rings:
   // endpoints, routes, request_stop, a shm owner's death); env_.poll while
-  // there is timed work (Part::run).
-  static constexpr std::chrono::milliseconds kRest{60'000};
+  // there is timed work (Part::run). kRest is a safety net, not a poll: a
+  // wake-up missed anywhere would otherwise stall the part until it (one
+  // job in a loaded CI round stalled 20 s with a 60 s rest: not reproduced
+  // in 60 runs since, cause unknown); an idle part wakes this rarely.
+  static constexpr std::chrono::milliseconds kRest{5'000};
   std::chrono::milliseconds wait_cap_{kRest};
   // stop_: set by request_stop (any thread), read by the part's thread at
   // each wake-up; relaxed, the doorbell ring that follows is the wake-up.

@@ -6,6 +6,7 @@
 #include <thread>
 #include <utility>
 
+#include "client_internal.hpp"
 #include "palm/transport/auto_select.hpp"
 #include "palm/transport/shm/host.hpp"
 
@@ -13,11 +14,10 @@ namespace palm::servers {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using detail::Clock;
+using detail::kCancelSlice;
 using namespace std::chrono_literals;
 
-// The longest one wait lasts before a `cancel` flag is looked at.
-constexpr std::chrono::milliseconds kCancelSlice{100};
 // A job whose PUSH is full sleeps this long for a reply before it retries
 // the send: room on a PUSH rings nobody.
 constexpr std::chrono::milliseconds kFullRetry{1};

@@ -7,16 +7,13 @@
 
 #include <fmt/format.h>
 
+#include "client_internal.hpp"
 #include "palm/servers/client.hpp"
 
 namespace palm::servers {
 
-using Clock = std::chrono::steady_clock;
-
-namespace {
-// The longest sleep before looking at `cancel` (as client.cpp's waits).
-constexpr std::chrono::milliseconds kCancelSlice{100};
-}  // namespace
+using detail::Clock;
+using detail::kCancelSlice;
 
 void Client::open_bypass() {
   std::string why;

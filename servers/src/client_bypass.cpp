@@ -52,9 +52,7 @@ void Client::open_bypass() {
 bool Client::bypass_ready() {
   if (!bypass_) return false;
   // Results of a call that ended early, and workers that joined meanwhile.
-  const BypassDispatcher::OnResult stale = [&](Frame&) {
-    counters_.stale.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-  };
+  const BypassDispatcher::OnResult stale = stale_result();
   bypass_->poll(stale);
   if (bypass_->workers() > 0) return true;
   if (bypass_waited_) return false;
@@ -150,10 +148,14 @@ BypassStats Client::bypass_stats() {
   std::lock_guard lock(call_mu_);
   if (!bypass_) return {};
   // Joins and leaves since the last call count.
-  bypass_->poll([&](Frame&) {
-    counters_.stale.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-  });
+  bypass_->poll(stale_result());
   return bypass_->stats();
+}
+
+BypassDispatcher::OnResult Client::stale_result() {
+  return [this](Frame&) {
+    counters_.stale.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  };
 }
 
 }  // namespace palm::servers

@@ -212,6 +212,9 @@ class Client {
   bool bypass_ready();
   // Sets up the bypass when the master offers it (bypass.hpp); logs why not.
   void open_bypass();
+  // What takes the bypass's results between calls: they are those of a
+  // call that ended early (counted as stale, dropped).
+  BypassDispatcher::OnResult stale_result();
   // Where a frame for the PUSH is cheapest to build: the shm segment's pool
   // (no copy on send) or the context's.
   Target push_target() const;

@@ -18,6 +18,7 @@
 #include "palm/servers/client.hpp"
 #include "palm/servers/master.hpp"
 #include "palm/transport/context.hpp"
+#include "master_config.hpp"
 #include "peer.hpp"
 #include "servers_test_util.hpp"
 #include "worker_thread.hpp"
@@ -26,21 +27,9 @@ namespace palm::servers {
 namespace {
 
 using namespace std::chrono_literals;
+using test::master_config;
 using test::WorkerThread;
 using transport::Context;
-
-MasterConfig bypass_master(bool bypass) {
-  MasterConfig cfg;
-  cfg.server.name = palm::test::unique_name("bypass");
-  cfg.server.db_address = "tcp://127.0.0.1:*";
-  cfg.server.log_level = LogLevel::kWarning;
-  cfg.pull_address = "tcp://127.0.0.1:*";
-  cfg.pub_address = "tcp://127.0.0.1:*";
-  cfg.worker_pull_address = "tcp://127.0.0.1:*";
-  cfg.worker_push_address = "tcp://127.0.0.1:*";
-  cfg.bypass = bypass;
-  return cfg;
-}
 
 bool segment_exists(const std::string& name) {
   struct stat st{};
@@ -54,7 +43,10 @@ class BypassTest : public ::testing::Test {
     ASSERT_TRUE(c) << c.error().describe();
     ctx_.emplace(std::move(*c));
   }
-  std::unique_ptr<Client> client(const Master& m, std::chrono::milliseconds wait = 5000ms) {
+  // A client asking for the bypass; `wait`: ClientOptions::bypass_wait,
+  // `cores`: bypass_cores (by default two workers busy at once, whatever
+  // this host has).
+  static ClientOptions options(const Master& m, std::chrono::milliseconds wait = 5000ms, std::uint32_t cores = 2) {
     ClientOptions o;
     o.server_name = m.name();
     o.db_address = m.db_address();
@@ -63,7 +55,10 @@ class BypassTest : public ::testing::Test {
     o.timeout = 10000ms;
     o.bypass = true;
     o.bypass_wait = wait;
-    o.bypass_cores = 2;  // two workers busy at once, whatever this host has
+    o.bypass_cores = cores;
+    return o;
+  }
+  std::unique_ptr<Client> client(const ClientOptions& o) {
     auto c = Client::connect(*ctx_, o);
     EXPECT_TRUE(c) << c.error().describe();
     return c ? std::move(*c) : nullptr;
@@ -107,14 +102,14 @@ class BypassTest : public ::testing::Test {
 };
 
 TEST_F(BypassTest, TheClientFeedsTheWorkersDirectlyEveryReplyOnce) {
-  Master master(*ctx_, bypass_master(true));
+  Master master(*ctx_, master_config(0, /*bypass=*/true));
   ASSERT_TRUE(master.start());
   palm::test::ShmGuard guard(master.segment());
   EXPECT_EQ(master.cache().get(std::string(kBypassKey)).value_or(""), "1");
   WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
   WorkerThread b(*ctx_, master.db_address(), shm::TransportMode::kShm, "b", 4);
   wait_workers(master, 2);
-  auto c = client(master);
+  auto c = client(options(master));
   ASSERT_NE(c, nullptr);
   ASSERT_TRUE(c->bypass_enabled());
   const std::string segment = "palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8);
@@ -153,12 +148,12 @@ TEST_F(BypassTest, TheClientFeedsTheWorkersDirectlyEveryReplyOnce) {
 }
 
 TEST_F(BypassTest, AWorkerThatLeavesHasItsMessagesSentToOneThatJoinedLater) {
-  Master master(*ctx_, bypass_master(true));
+  Master master(*ctx_, master_config(0, /*bypass=*/true));
   ASSERT_TRUE(master.start());
   palm::test::ShmGuard guard(master.segment());
   auto slow = std::make_unique<WorkerThread>(*ctx_, master.db_address(), shm::TransportMode::kShm, "slow", 4);
   wait_workers(master, 1);
-  auto c = client(master);
+  auto c = client(options(master));
   ASSERT_NE(c, nullptr);
   palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
   std::unique_ptr<WorkerThread> fast;
@@ -200,23 +195,15 @@ TEST_F(BypassTest, AWorkerThatLeavesHasItsMessagesSentToOneThatJoinedLater) {
 // busy as the client's cores (BypassDispatcher::busy_window), so the others
 // can sleep. Here one core: one worker serves the whole job.
 TEST_F(BypassTest, AFastStreamKeepsOneWorkerPerCoreBusy) {
-  Master master(*ctx_, bypass_master(true));
+  Master master(*ctx_, master_config(0, /*bypass=*/true));
   ASSERT_TRUE(master.start());
   palm::test::ShmGuard guard(master.segment());
   WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
   WorkerThread b(*ctx_, master.db_address(), shm::TransportMode::kShm, "b", 4);
   WorkerThread c(*ctx_, master.db_address(), shm::TransportMode::kShm, "c", 4);
   wait_workers(master, 3);
-  ClientOptions o;
-  o.server_name = master.name();
-  o.db_address = master.db_address();
-  o.transport = shm::TransportMode::kShm;
-  o.log_level = LogLevel::kWarning;
-  o.bypass = true;
-  o.bypass_cores = 1;
-  auto made = Client::connect(*ctx_, o);
-  ASSERT_TRUE(made) << made.error().describe();
-  auto& c1 = *made;
+  auto c1 = client(options(master, 5000ms, /*cores=*/1));
+  ASSERT_NE(c1, nullptr);
   palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c1->uuid().substr(0, 8));
   for (int i = 0; i < 500 && c1->bypass_stats().workers < 3; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(c1->bypass_stats().workers, 3u);
@@ -226,13 +213,13 @@ TEST_F(BypassTest, AFastStreamKeepsOneWorkerPerCoreBusy) {
 }
 
 TEST_F(BypassTest, AMasterThatDoesNotOfferItIsUsedAsUsual) {
-  Master master(*ctx_, bypass_master(false));
+  Master master(*ctx_, master_config(0, /*bypass=*/false));
   ASSERT_TRUE(master.start());
   palm::test::ShmGuard guard(master.segment());
   EXPECT_EQ(master.cache().get(std::string(kBypassKey)).value_or("?"), "");
   WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
   wait_workers(master, 1);
-  auto c = client(master);
+  auto c = client(options(master));
   ASSERT_NE(c, nullptr);
   EXPECT_FALSE(c->bypass_enabled());
   expect_each_once(job(*c, "_.tag", 50), 50);
@@ -240,12 +227,12 @@ TEST_F(BypassTest, AMasterThatDoesNotOfferItIsUsedAsUsual) {
 }
 
 TEST_F(BypassTest, WithoutAWorkerOnShmTheMasterCarriesTheJob) {
-  Master master(*ctx_, bypass_master(true));
+  Master master(*ctx_, master_config(0, /*bypass=*/true));
   ASSERT_TRUE(master.start());
   palm::test::ShmGuard guard(master.segment());
   WorkerThread t(*ctx_, master.db_address(), shm::TransportMode::kTcp, "t", 4);
   wait_workers(master, 1);
-  auto c = client(master, 300ms);
+  auto c = client(options(master, 300ms));
   ASSERT_NE(c, nullptr);
   palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
   ASSERT_TRUE(c->bypass_enabled());

@@ -3,17 +3,19 @@
 // (the master dispatches none of its messages), every reply once; a worker
 // that leaves mid-job has its messages sent to one that joined later; a
 // master that does not offer it, or offers no worker on shm, is used as
-// usual.
+// usual; a job through it ends on its timeout or cancel flag.
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "palm/servers/client.hpp"
 #include "palm/servers/master.hpp"
@@ -210,6 +212,81 @@ TEST_F(BypassTest, AFastStreamKeepsOneWorkerPerCoreBusy) {
   const auto by_worker = job(*c1, "_.tag", 400);
   expect_each_once(by_worker, 400);
   EXPECT_EQ(by_worker.size(), 1u) << "workers that served: " << by_worker.size();
+}
+
+// A job through the bypass that sends and receives nothing for `timeout`
+// ends in kTimeout naming the bypass; the late reply is dropped as stale
+// by the next call.
+TEST_F(BypassTest, AJobWithoutProgressEndsInATimeoutAndItsLateReplyIsStale) {
+  Master master(*ctx_, master_config(0, /*bypass=*/true));
+  ASSERT_TRUE(master.start());
+  palm::test::ShmGuard guard(master.segment());
+  WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
+  wait_workers(master, 1);
+  ClientOptions o = options(master);
+  o.timeout = 200ms;
+  auto c = client(o);
+  ASSERT_NE(c, nullptr);
+  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
+  for (int i = 0; i < 500 && c->bypass_stats().workers < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(c->bypass_stats().workers, 1u);
+  bool sent = false;
+  auto got = c->job(
+      "_.sleep",
+      [&](std::string& payload) {
+        if (std::exchange(sent, true)) return false;
+        payload = "700";  // ms: well past the timeout
+        return true;
+      },
+      [](std::string_view) {});
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().code, Errc::kTimeout) << got.error().describe();
+  EXPECT_NE(got.error().message.find("job '_.sleep' through the bypass at shm://"), std::string::npos)
+      << got.error().message;
+  EXPECT_NE(got.error().message.find("0 replies of 1 sent came (1 workers attached)"), std::string::npos)
+      << got.error().message;
+  EXPECT_EQ(c->stats().timeouts, 1u);
+
+  // A worker counts a message once its result is sent.
+  for (int i = 0; i < 300 && a.worker().stats().messages < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(a.worker().stats().messages, 1u);
+  auto one = c->eval("_.tag", std::string_view("next"));
+  ASSERT_TRUE(one) << one.error().describe();
+  EXPECT_EQ(*one, "a:next");
+  EXPECT_EQ(c->stats().stale, 1u);
+  EXPECT_EQ(c->bypass_stats().results, 2u);
+}
+
+// A job through the bypass whose cancel flag is raised ends "interrupted"
+// (kClosed) while its message is still at the worker.
+TEST_F(BypassTest, ACancelledJobEndsInterrupted) {
+  Master master(*ctx_, master_config(0, /*bypass=*/true));
+  ASSERT_TRUE(master.start());
+  palm::test::ShmGuard guard(master.segment());
+  WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
+  wait_workers(master, 1);
+  std::atomic<bool> cancel{false};
+  ClientOptions o = options(master);
+  o.cancel = &cancel;
+  auto c = client(o);
+  ASSERT_NE(c, nullptr);
+  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
+  for (int i = 0; i < 500 && c->bypass_stats().workers < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(c->bypass_stats().workers, 1u);
+  const auto started = std::chrono::steady_clock::now();
+  auto got = c->job(
+      "_.sleep",
+      [&](std::string& payload) {
+        if (cancel.exchange(true)) return false;  // raised with the first message
+        payload = "700";
+        return true;
+      },
+      [](std::string_view) {});
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().code, Errc::kClosed) << got.error().describe();
+  EXPECT_EQ(got.error().message, "interrupted");
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s) << "not the 10 s timeout";
+  EXPECT_EQ(c->bypass_stats().dispatched, 1u);
 }
 
 TEST_F(BypassTest, AMasterThatDoesNotOfferItIsUsedAsUsual) {

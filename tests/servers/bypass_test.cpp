@@ -65,6 +65,15 @@ class BypassTest : public ::testing::Test {
     EXPECT_TRUE(c) << c.error().describe();
     return c ? std::move(*c) : nullptr;
   }
+  // The client's bypass segment (bypass.hpp): palm-bypass-<pid>-<uuid prefix>.
+  static std::string bypass_segment(const Client& c) {
+    return "palm-bypass-" + std::to_string(::getpid()) + "-" + c.uuid().substr(0, 8);
+  }
+  // Waits (bounded) until `n` workers joined the client's bypass.
+  static void wait_bypass_workers(Client& c, std::uint64_t n) {
+    for (int i = 0; i < 500 && c.bypass_stats().workers < n; ++i) std::this_thread::sleep_for(10ms);
+    ASSERT_EQ(c.bypass_stats().workers, n);
+  }
   static void wait_workers(const Master& m, std::uint64_t n) {
     for (int i = 0; i < 500 && m.dispatch_stats().workers_shm + m.dispatch_stats().workers_tcp < n; ++i) {
       std::this_thread::sleep_for(10ms);
@@ -114,10 +123,10 @@ TEST_F(BypassTest, TheClientFeedsTheWorkersDirectlyEveryReplyOnce) {
   auto c = client(options(master));
   ASSERT_NE(c, nullptr);
   ASSERT_TRUE(c->bypass_enabled());
-  const std::string segment = "palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8);
+  const std::string segment = bypass_segment(*c);
   palm::test::ShmGuard bypass_guard(segment);  // removed by the client; this if it fails
   EXPECT_TRUE(segment_exists(segment));
-  for (int i = 0; i < 500 && c->bypass_stats().workers < 2; ++i) std::this_thread::sleep_for(10ms);
+  wait_bypass_workers(*c, 2);
 
   constexpr int kN = 600;
   const auto by_worker = job(*c, "_.tag", kN);
@@ -157,7 +166,7 @@ TEST_F(BypassTest, AWorkerThatLeavesHasItsMessagesSentToOneThatJoinedLater) {
   wait_workers(master, 1);
   auto c = client(options(master));
   ASSERT_NE(c, nullptr);
-  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
+  palm::test::ShmGuard bypass_guard(bypass_segment(*c));
   std::unique_ptr<WorkerThread> fast;
   // The slow worker takes four 300 ms sleeps; 100 ms in, another worker
   // joins (the master tells it of the bypass) and the slow one leaves
@@ -206,9 +215,8 @@ TEST_F(BypassTest, AFastStreamKeepsOneWorkerPerCoreBusy) {
   wait_workers(master, 3);
   auto c1 = client(options(master, 5000ms, /*cores=*/1));
   ASSERT_NE(c1, nullptr);
-  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c1->uuid().substr(0, 8));
-  for (int i = 0; i < 500 && c1->bypass_stats().workers < 3; ++i) std::this_thread::sleep_for(10ms);
-  ASSERT_EQ(c1->bypass_stats().workers, 3u);
+  palm::test::ShmGuard bypass_guard(bypass_segment(*c1));
+  wait_bypass_workers(*c1, 3);
   const auto by_worker = job(*c1, "_.tag", 400);
   expect_each_once(by_worker, 400);
   EXPECT_EQ(by_worker.size(), 1u) << "workers that served: " << by_worker.size();
@@ -227,9 +235,8 @@ TEST_F(BypassTest, AJobWithoutProgressEndsInATimeoutAndItsLateReplyIsStale) {
   o.timeout = 200ms;
   auto c = client(o);
   ASSERT_NE(c, nullptr);
-  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
-  for (int i = 0; i < 500 && c->bypass_stats().workers < 1; ++i) std::this_thread::sleep_for(10ms);
-  ASSERT_EQ(c->bypass_stats().workers, 1u);
+  palm::test::ShmGuard bypass_guard(bypass_segment(*c));
+  wait_bypass_workers(*c, 1);
   bool sent = false;
   auto got = c->job(
       "_.sleep",
@@ -270,9 +277,8 @@ TEST_F(BypassTest, ACancelledJobEndsInterrupted) {
   o.cancel = &cancel;
   auto c = client(o);
   ASSERT_NE(c, nullptr);
-  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
-  for (int i = 0; i < 500 && c->bypass_stats().workers < 1; ++i) std::this_thread::sleep_for(10ms);
-  ASSERT_EQ(c->bypass_stats().workers, 1u);
+  palm::test::ShmGuard bypass_guard(bypass_segment(*c));
+  wait_bypass_workers(*c, 1);
   const auto started = std::chrono::steady_clock::now();
   auto got = c->job(
       "_.sleep",
@@ -311,7 +317,7 @@ TEST_F(BypassTest, WithoutAWorkerOnShmTheMasterCarriesTheJob) {
   wait_workers(master, 1);
   auto c = client(options(master, 300ms));
   ASSERT_NE(c, nullptr);
-  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
+  palm::test::ShmGuard bypass_guard(bypass_segment(*c));
   ASSERT_TRUE(c->bypass_enabled());
   // A worker on tcp cannot attach to a segment: nobody joins within the
   // wait, and the job goes through the master.

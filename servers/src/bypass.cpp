@@ -66,7 +66,7 @@ BypassDispatcher::Worker* BypassDispatcher::find(PeerId peer) noexcept {
   return nullptr;
 }
 
-void BypassDispatcher::take(Delivery& d, const OnResult& on_result) {
+void BypassDispatcher::take(Delivery& d, const OnResult& on_result, std::int64_t& now) {
   switch (d.event) {
     case Event::kPeerJoined:
       workers_.push_back(Worker{d.peer, d.credits, 0, d.credits});
@@ -91,7 +91,7 @@ void BypassDispatcher::take(Delivery& d, const OnResult& on_result) {
       Worker* w = find(d.peer);
       if (w != nullptr) {
         w->credits += d.credits;
-        const std::int64_t now = now_ns();
+        if (now == 0) now = now_ns();
         if (w->last_result_ns != 0) w->gap_ns = now - w->last_result_ns;
         w->last_result_ns = now;
       }
@@ -113,8 +113,9 @@ void BypassDispatcher::take(Delivery& d, const OnResult& on_result) {
 std::size_t BypassDispatcher::poll(const OnResult& on_result) {
   Delivery d;
   std::size_t n = 0;
+  std::int64_t now = 0;  // one clock read for the batch (take)
   while (n < kBatch && endpoint_->try_recv(d)) {
-    take(d, on_result);
+    take(d, on_result, now);
     ++n;
   }
   return n;
@@ -123,7 +124,8 @@ std::size_t BypassDispatcher::poll(const OnResult& on_result) {
 WaitResult BypassDispatcher::wait(std::chrono::nanoseconds timeout, const OnResult& on_result) {
   Delivery d;
   const WaitResult w = endpoint_->recv_for(d, timeout);
-  if (w == WaitResult::kReady) take(d, on_result);
+  std::int64_t now = 0;
+  if (w == WaitResult::kReady) take(d, on_result, now);
   return w;
 }
 

@@ -6,6 +6,7 @@
 #include <thread>
 #include <utility>
 
+#include "client_internal.hpp"
 #include "palm/transport/auto_select.hpp"
 #include "palm/transport/shm/host.hpp"
 
@@ -13,11 +14,10 @@ namespace palm::servers {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using detail::Clock;
+using detail::kCancelSlice;
 using namespace std::chrono_literals;
 
-// The longest one wait lasts before a `cancel` flag is looked at.
-constexpr std::chrono::milliseconds kCancelSlice{100};
 // A job whose PUSH is full sleeps this long for a reply before it retries
 // the send: room on a PUSH rings nobody.
 constexpr std::chrono::milliseconds kFullRetry{1};
@@ -470,39 +470,38 @@ Result<std::uint64_t> Client::run_job(std::string_view function, const Make& mak
 Result<std::uint64_t> Client::run_master(std::string_view function, const Make& make, const OnDelivery& on_reply,
                                          std::uint64_t messages) {
   const std::uint64_t window = std::max<std::uint32_t>(options_.window, 1);
-  std::uint64_t sent = 0;
-  std::uint64_t got = 0;
-  bool done_sending = false;
+  JobState job(messages);
   Frame pending;  // built, not yet taken by the PUSH
   const Target target = push_target();
   transport::Delivery d;
-  auto last_progress = Clock::now();
-
-  const auto finished = [&] { return messages > 0 ? got >= messages : done_sending && got >= sent; };
+  bool full = false;  // the PUSH refused the last send: this round's
+  const std::function<std::string()> stalled = [&] {
+    return job.stalled(function, "", options_.timeout, full ? " (the PUSH to " + push_address_ + " is full)" : "");
+  };
   // Hands one delivery to the caller if it is a reply for us.
   const auto take = [&]() {
     if (!on_reply(d, false)) return false;
-    ++got;
+    ++job.got;
     return true;
   };
 
-  while (!finished()) {
+  while (!job.finished()) {
     bool progressed = false;
-    bool full = false;
+    full = false;
     // Send while the window has room. In flight: sent and not answered (a
     // master's scatter may answer more than once, hence the guard).
-    while (!done_sending && (sent > got ? sent - got : 0) < window) {
+    while (!job.done_sending && (job.sent > job.got ? job.sent - job.got : 0) < window) {
       if (!pending) {
         auto made = make(pending, target);
         if (!made) return tl::unexpected(std::move(made.error()));
         if (*made == Made::kDone) {
-          done_sending = true;
+          job.done_sending = true;
           break;
         }
       }
       const transport::SendResult r = push_->try_send(pending);
       if (r == transport::SendResult::kQueued) {
-        ++sent;
+        ++job.sent;
         counters_.sent.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
         progressed = true;
         continue;
@@ -512,38 +511,41 @@ Result<std::uint64_t> Client::run_master(std::string_view function, const Make& 
         break;
       }
       return make_error(Errc::kClosed, "sending to " + push_address_ + ": " + transport::to_string(r) + " after " +
-                                           std::to_string(sent) + " messages");
+                                           std::to_string(job.sent) + " messages");
     }
     // Drain what came, without waiting.
-    while (!finished() && sub_->try_recv(d)) progressed = take() || progressed;
-    if (finished()) break;
-    const auto now = Clock::now();
-    if (progressed) {
-      last_progress = now;
-      continue;
-    }
-    if (cancelled()) return cancelled_error();
-    const auto deadline = last_progress + options_.timeout;
-    if (now >= deadline) {
-      return timeout_error("job '" + std::string(function) + "': nothing sent or received for " +
-                           ms_text(options_.timeout) + "; " + std::to_string(got) + " replies of " +
-                           (messages > 0 ? std::to_string(messages) : std::to_string(sent) + " sent") + " came" +
-                           (full ? " (the PUSH to " + push_address_ + " is full)" : ""));
-    }
+    while (!job.finished() && sub_->try_recv(d)) progressed = take() || progressed;
+    if (job.finished()) break;
     // Sleep on the SUB's doorbell (recv_for) until a reply comes. A full
     // PUSH gains room without ringing us: retry it soon.
-    Clock::duration slice = deadline - now;
-    if (full) slice = std::min<Clock::duration>(slice, kFullRetry);
-    if (options_.cancel != nullptr) slice = std::min<Clock::duration>(slice, kCancelSlice);
-    const WaitResult w = sub_->recv_for(d, slice);
+    const auto cap = full ? Clock::duration(kFullRetry) : Clock::duration::max();
+    const auto slice = after_round(job, progressed, cap, stalled);
+    if (!slice) return tl::unexpected(std::move(slice.error()));
+    if (*slice == Clock::duration::zero()) continue;
+    const WaitResult w = sub_->recv_for(d, *slice);
     if (w == WaitResult::kReady) {
-      if (take()) last_progress = Clock::now();
+      if (take()) job.last_progress = Clock::now();
     } else if (w == WaitResult::kShutdown) {
       return make_error(Errc::kClosed, "the server is gone: the SUB to " + sub_name() + " closed during job '" + std::string(function) +
-                                           "' after " + std::to_string(got) + " replies");
+                                           "' after " + std::to_string(job.got) + " replies");
     }
   }
-  return got;
+  return job.got;
+}
+
+Result<Clock::duration> Client::after_round(JobState& job, bool progressed, Clock::duration cap,
+                                            const std::function<std::string()>& stalled) {
+  const auto now = Clock::now();
+  if (progressed) {
+    job.last_progress = now;
+    return Clock::duration::zero();
+  }
+  if (cancelled()) return cancelled_error();
+  const auto deadline = job.last_progress + options_.timeout;
+  if (now >= deadline) return timeout_error(stalled());
+  Clock::duration slice = std::min<Clock::duration>(deadline - now, cap);
+  if (options_.cancel != nullptr) slice = std::min<Clock::duration>(slice, kCancelSlice);
+  return slice;
 }
 
 Result<std::string> Client::cache_request(std::string_view instruction, std::string_view cache,

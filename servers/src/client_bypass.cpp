@@ -7,16 +7,13 @@
 
 #include <fmt/format.h>
 
+#include "client_internal.hpp"
 #include "palm/servers/client.hpp"
 
 namespace palm::servers {
 
-using Clock = std::chrono::steady_clock;
-
-namespace {
-// The longest sleep before looking at `cancel` (as client.cpp's waits).
-constexpr std::chrono::milliseconds kCancelSlice{100};
-}  // namespace
+using detail::Clock;
+using detail::kCancelSlice;
 
 void Client::open_bypass() {
   std::string why;
@@ -55,9 +52,7 @@ void Client::open_bypass() {
 bool Client::bypass_ready() {
   if (!bypass_) return false;
   // Results of a call that ended early, and workers that joined meanwhile.
-  const BypassDispatcher::OnResult stale = [&](Frame&) {
-    counters_.stale.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-  };
+  const BypassDispatcher::OnResult stale = stale_result();
   bypass_->poll(stale);
   if (bypass_->workers() > 0) return true;
   if (bypass_waited_) return false;
@@ -79,35 +74,35 @@ Result<std::uint64_t> Client::run_bypass(std::string_view function, const Make& 
   BypassDispatcher& bp = *bypass_;
   bp.abandon();  // what a call that ended early left
   const std::uint64_t window = std::max<std::uint32_t>(options_.window, 1);
-  std::uint64_t sent = 0;
   // No more in flight than keeps one worker per core busy (busy_window):
   // with more workers than cores, a wider window only wakes more of them.
   const auto room = [&] { return std::min<std::uint64_t>(window, std::max<std::uint64_t>(bp.busy_window(), 1)); };
-  std::uint64_t got = 0;
-  bool done_sending = false;
+  JobState job(messages);
   Frame pending;  // built, not yet taken by a worker
   std::uint64_t pending_id = 0;
-  auto last_progress = Clock::now();
   transport::Delivery d;
   const BypassDispatcher::OnResult on_result = [&](Frame& frame) {
     d.frame = std::move(frame);
-    if (on_reply(d, true)) ++got;
+    if (on_reply(d, true)) ++job.got;
     d.frame.reset();
   };
-  const auto finished = [&] { return messages > 0 ? got >= messages : done_sending && got >= sent; };
+  const std::function<std::string()> stalled = [&] {
+    return job.stalled(function, " through the bypass at " + bp.address(), options_.timeout,
+                       fmt::format(" ({} workers attached)", bp.workers()));
+  };
 
-  while (!finished()) {
+  while (!job.finished()) {
     bool progressed = bp.poll(on_result) > 0;
     // Messages of a worker that left go first; then new ones, while the
     // window has room and a worker has credit.
     bool blocked = !bp.resend();
-    while (!blocked && !done_sending && bp.in_flight() < room()) {
+    while (!blocked && !job.done_sending && bp.in_flight() < room()) {
       if (!pending) {
         pending_id = bp.next_id();
         auto made = make(pending, Target{&bp.pool(), bp.slot(), pending_id});
         if (!made) return tl::unexpected(std::move(made.error()));
         if (*made == Made::kDone) {
-          done_sending = true;
+          job.done_sending = true;
           break;
         }
       }
@@ -115,48 +110,39 @@ Result<std::uint64_t> Client::run_bypass(std::string_view function, const Make& 
         blocked = true;
         break;
       }
-      ++sent;
+      ++job.sent;
       counters_.sent.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
       progressed = true;
     }
-    if (finished()) break;
-    const auto now = Clock::now();
-    if (progressed) {
-      last_progress = now;
-      continue;
-    }
-    if (cancelled()) return cancelled_error();
-    const auto deadline = last_progress + options_.timeout;
-    if (now >= deadline) {
-      return timeout_error(fmt::format(
-          "job '{}' through the bypass at {}: nothing sent or received for {} ms; {} replies of {} came "
-          "({} workers attached)",
-          function, bp.address(), options_.timeout.count(), got,
-          messages > 0 ? std::to_string(messages) : std::to_string(sent) + " sent", bp.workers()));
-    }
+    if (job.finished()) break;
     // Sleep on the dispatcher's doorbell: every result, credit and join
     // rings it.
-    Clock::duration slice = deadline - now;
-    if (options_.cancel != nullptr) slice = std::min<Clock::duration>(slice, kCancelSlice);
-    const WaitResult w = bp.wait(slice, on_result);
+    const auto slice = after_round(job, progressed, Clock::duration::max(), stalled);
+    if (!slice) return tl::unexpected(std::move(slice.error()));
+    if (*slice == Clock::duration::zero()) continue;
+    const WaitResult w = bp.wait(*slice, on_result);
     if (w == WaitResult::kReady) {
-      last_progress = Clock::now();
+      job.last_progress = Clock::now();
     } else if (w == WaitResult::kShutdown) {
       return make_error(Errc::kClosed, fmt::format("the bypass at {} closed during job '{}' after {} replies",
-                                                   bp.address(), function, got));
+                                                   bp.address(), function, job.got));
     }
   }
-  return got;
+  return job.got;
 }
 
 BypassStats Client::bypass_stats() {
   std::lock_guard lock(call_mu_);
   if (!bypass_) return {};
   // Joins and leaves since the last call count.
-  bypass_->poll([&](Frame&) {
-    counters_.stale.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-  });
+  bypass_->poll(stale_result());
   return bypass_->stats();
+}
+
+BypassDispatcher::OnResult Client::stale_result() {
+  return [this](Frame&) {
+    counters_.stale.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  };
 }
 
 }  // namespace palm::servers

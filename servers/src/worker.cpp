@@ -372,10 +372,13 @@ void Worker::serve_one(Frame& received, bool& dead, Endpoint& back) {
   const MessageView& message = view->message;
   if (message.function == kBypassFunction && &back == in_.get() && mode() == Mode::kPalmDispatch) {
     // Our master hands us a client's dispatcher (bypass.hpp); answering
-    // gives the master its credit back. Not a message served.
-    start_bypass(std::string(reinterpret_cast<const char*>(message.payload.data()), message.payload.size()));
+    // gives the master its credit back. Not a message served. The thread
+    // starts last: run() may serve without serve_mu_ while it has no
+    // bypass thread, so nothing of this call may run beside one.
+    std::string address(reinterpret_cast<const char*>(message.payload.data()), message.payload.size());
     Frame same = std::move(received);
     static_cast<void>(send_result(same, dead, back));
+    start_bypass(std::move(address));
     return;
   }
   const std::size_t in_bytes = view->wire.size();
@@ -486,7 +489,11 @@ Result<void> Worker::run() {
     if (w == WaitResult::kReady) {
       if (d.event != transport::Event::kMessage || !d.frame) continue;
       {
-        const std::lock_guard lock(serve_mu_);
+        // Only bypass threads serve beside run(), and only run()'s thread
+        // starts them (serve_one, as its last step) and ends them: with
+        // none, nobody else serves and the lock is skipped.
+        std::unique_lock lock(serve_mu_, std::defer_lock);
+        if (!bypass_threads_.empty()) lock.lock();
         taken_.fetch_add(1, std::memory_order_relaxed);
         serve_one(d.frame, dead, out_ ? *out_ : *in_);
       }

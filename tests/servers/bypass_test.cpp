@@ -3,21 +3,24 @@
 // (the master dispatches none of its messages), every reply once; a worker
 // that leaves mid-job has its messages sent to one that joined later; a
 // master that does not offer it, or offers no worker on shm, is used as
-// usual.
+// usual; a job through it ends on its timeout or cancel flag.
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "palm/servers/client.hpp"
 #include "palm/servers/master.hpp"
 #include "palm/transport/context.hpp"
+#include "master_config.hpp"
 #include "peer.hpp"
 #include "servers_test_util.hpp"
 #include "worker_thread.hpp"
@@ -26,21 +29,9 @@ namespace palm::servers {
 namespace {
 
 using namespace std::chrono_literals;
+using test::master_config;
 using test::WorkerThread;
 using transport::Context;
-
-MasterConfig bypass_master(bool bypass) {
-  MasterConfig cfg;
-  cfg.server.name = palm::test::unique_name("bypass");
-  cfg.server.db_address = "tcp://127.0.0.1:*";
-  cfg.server.log_level = LogLevel::kWarning;
-  cfg.pull_address = "tcp://127.0.0.1:*";
-  cfg.pub_address = "tcp://127.0.0.1:*";
-  cfg.worker_pull_address = "tcp://127.0.0.1:*";
-  cfg.worker_push_address = "tcp://127.0.0.1:*";
-  cfg.bypass = bypass;
-  return cfg;
-}
 
 bool segment_exists(const std::string& name) {
   struct stat st{};
@@ -54,7 +45,10 @@ class BypassTest : public ::testing::Test {
     ASSERT_TRUE(c) << c.error().describe();
     ctx_.emplace(std::move(*c));
   }
-  std::unique_ptr<Client> client(const Master& m, std::chrono::milliseconds wait = 5000ms) {
+  // A client asking for the bypass; `wait`: ClientOptions::bypass_wait,
+  // `cores`: bypass_cores (by default two workers busy at once, whatever
+  // this host has).
+  static ClientOptions options(const Master& m, std::chrono::milliseconds wait = 5000ms, std::uint32_t cores = 2) {
     ClientOptions o;
     o.server_name = m.name();
     o.db_address = m.db_address();
@@ -63,10 +57,22 @@ class BypassTest : public ::testing::Test {
     o.timeout = 10000ms;
     o.bypass = true;
     o.bypass_wait = wait;
-    o.bypass_cores = 2;  // two workers busy at once, whatever this host has
+    o.bypass_cores = cores;
+    return o;
+  }
+  std::unique_ptr<Client> client(const ClientOptions& o) {
     auto c = Client::connect(*ctx_, o);
     EXPECT_TRUE(c) << c.error().describe();
     return c ? std::move(*c) : nullptr;
+  }
+  // The client's bypass segment (bypass.hpp): palm-bypass-<pid>-<uuid prefix>.
+  static std::string bypass_segment(const Client& c) {
+    return "palm-bypass-" + std::to_string(::getpid()) + "-" + c.uuid().substr(0, 8);
+  }
+  // Waits (bounded) until `n` workers joined the client's bypass.
+  static void wait_bypass_workers(Client& c, std::uint64_t n) {
+    for (int i = 0; i < 500 && c.bypass_stats().workers < n; ++i) std::this_thread::sleep_for(10ms);
+    ASSERT_EQ(c.bypass_stats().workers, n);
   }
   static void wait_workers(const Master& m, std::uint64_t n) {
     for (int i = 0; i < 500 && m.dispatch_stats().workers_shm + m.dispatch_stats().workers_tcp < n; ++i) {
@@ -107,20 +113,20 @@ class BypassTest : public ::testing::Test {
 };
 
 TEST_F(BypassTest, TheClientFeedsTheWorkersDirectlyEveryReplyOnce) {
-  Master master(*ctx_, bypass_master(true));
+  Master master(*ctx_, master_config(0, /*bypass=*/true));
   ASSERT_TRUE(master.start());
   palm::test::ShmGuard guard(master.segment());
   EXPECT_EQ(master.cache().get(std::string(kBypassKey)).value_or(""), "1");
   WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
   WorkerThread b(*ctx_, master.db_address(), shm::TransportMode::kShm, "b", 4);
   wait_workers(master, 2);
-  auto c = client(master);
+  auto c = client(options(master));
   ASSERT_NE(c, nullptr);
   ASSERT_TRUE(c->bypass_enabled());
-  const std::string segment = "palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8);
+  const std::string segment = bypass_segment(*c);
   palm::test::ShmGuard bypass_guard(segment);  // removed by the client; this if it fails
   EXPECT_TRUE(segment_exists(segment));
-  for (int i = 0; i < 500 && c->bypass_stats().workers < 2; ++i) std::this_thread::sleep_for(10ms);
+  wait_bypass_workers(*c, 2);
 
   constexpr int kN = 600;
   const auto by_worker = job(*c, "_.tag", kN);
@@ -153,14 +159,14 @@ TEST_F(BypassTest, TheClientFeedsTheWorkersDirectlyEveryReplyOnce) {
 }
 
 TEST_F(BypassTest, AWorkerThatLeavesHasItsMessagesSentToOneThatJoinedLater) {
-  Master master(*ctx_, bypass_master(true));
+  Master master(*ctx_, master_config(0, /*bypass=*/true));
   ASSERT_TRUE(master.start());
   palm::test::ShmGuard guard(master.segment());
   auto slow = std::make_unique<WorkerThread>(*ctx_, master.db_address(), shm::TransportMode::kShm, "slow", 4);
   wait_workers(master, 1);
-  auto c = client(master);
+  auto c = client(options(master));
   ASSERT_NE(c, nullptr);
-  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
+  palm::test::ShmGuard bypass_guard(bypass_segment(*c));
   std::unique_ptr<WorkerThread> fast;
   // The slow worker takes four 300 ms sleeps; 100 ms in, another worker
   // joins (the master tells it of the bypass) and the slow one leaves
@@ -200,39 +206,87 @@ TEST_F(BypassTest, AWorkerThatLeavesHasItsMessagesSentToOneThatJoinedLater) {
 // busy as the client's cores (BypassDispatcher::busy_window), so the others
 // can sleep. Here one core: one worker serves the whole job.
 TEST_F(BypassTest, AFastStreamKeepsOneWorkerPerCoreBusy) {
-  Master master(*ctx_, bypass_master(true));
+  Master master(*ctx_, master_config(0, /*bypass=*/true));
   ASSERT_TRUE(master.start());
   palm::test::ShmGuard guard(master.segment());
   WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
   WorkerThread b(*ctx_, master.db_address(), shm::TransportMode::kShm, "b", 4);
   WorkerThread c(*ctx_, master.db_address(), shm::TransportMode::kShm, "c", 4);
   wait_workers(master, 3);
-  ClientOptions o;
-  o.server_name = master.name();
-  o.db_address = master.db_address();
-  o.transport = shm::TransportMode::kShm;
-  o.log_level = LogLevel::kWarning;
-  o.bypass = true;
-  o.bypass_cores = 1;
-  auto made = Client::connect(*ctx_, o);
-  ASSERT_TRUE(made) << made.error().describe();
-  auto& c1 = *made;
-  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c1->uuid().substr(0, 8));
-  for (int i = 0; i < 500 && c1->bypass_stats().workers < 3; ++i) std::this_thread::sleep_for(10ms);
-  ASSERT_EQ(c1->bypass_stats().workers, 3u);
+  auto c1 = client(options(master, 5000ms, /*cores=*/1));
+  ASSERT_NE(c1, nullptr);
+  palm::test::ShmGuard bypass_guard(bypass_segment(*c1));
+  wait_bypass_workers(*c1, 3);
   const auto by_worker = job(*c1, "_.tag", 400);
   expect_each_once(by_worker, 400);
   EXPECT_EQ(by_worker.size(), 1u) << "workers that served: " << by_worker.size();
 }
 
+// A job through the bypass that sends and receives nothing for `timeout`
+// ends in kTimeout naming the bypass, its late reply dropped as stale by
+// the next call; one whose cancel flag is raised ends "interrupted".
+TEST_F(BypassTest, AJobWithoutProgressEndsOnItsTimeoutOrCancelFlag) {
+  Master master(*ctx_, master_config(0, /*bypass=*/true));
+  ASSERT_TRUE(master.start());
+  palm::test::ShmGuard guard(master.segment());
+  WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
+  wait_workers(master, 1);
+  std::atomic<bool> cancel{false};
+  ClientOptions o = options(master);
+  o.timeout = 200ms;
+  o.cancel = &cancel;
+  auto c = client(o);
+  ASSERT_NE(c, nullptr);
+  palm::test::ShmGuard bypass_guard(bypass_segment(*c));
+  wait_bypass_workers(*c, 1);
+  // One message the worker answers well past the timeout; `raise`: the
+  // cancel flag goes up with it.
+  const auto one_slow = [&](bool raise) {
+    bool sent = false;
+    return c->job(
+        "_.sleep",
+        [&](std::string& payload) {
+          if (std::exchange(sent, true)) return false;
+          if (raise) cancel.store(true);
+          payload = "700";  // ms
+          return true;
+        },
+        [](std::string_view) {});
+  };
+
+  auto timed_out = one_slow(false);
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(timed_out.error().code, Errc::kTimeout) << timed_out.error().describe();
+  EXPECT_NE(timed_out.error().message.find("job '_.sleep' through the bypass at shm://"), std::string::npos)
+      << timed_out.error().message;
+  EXPECT_NE(timed_out.error().message.find("0 replies of 1 sent came (1 workers attached)"), std::string::npos)
+      << timed_out.error().message;
+  EXPECT_EQ(c->stats().timeouts, 1u);
+  // A worker counts a message once its result is sent.
+  for (int i = 0; i < 300 && a.worker().stats().messages < 1; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(a.worker().stats().messages, 1u);
+  auto next = c->eval("_.tag", std::string_view("next"));
+  ASSERT_TRUE(next) << next.error().describe();
+  EXPECT_EQ(*next, "a:next");
+  EXPECT_EQ(c->stats().stale, 1u);
+  EXPECT_EQ(c->bypass_stats().results, 2u);
+
+  auto interrupted = one_slow(true);
+  ASSERT_FALSE(interrupted);
+  EXPECT_EQ(interrupted.error().code, Errc::kClosed) << interrupted.error().describe();
+  EXPECT_EQ(interrupted.error().message, "interrupted");
+  EXPECT_EQ(c->stats().timeouts, 1u) << "cancelled, not timed out";
+  EXPECT_EQ(c->bypass_stats().dispatched, 3u);
+}
+
 TEST_F(BypassTest, AMasterThatDoesNotOfferItIsUsedAsUsual) {
-  Master master(*ctx_, bypass_master(false));
+  Master master(*ctx_, master_config(0, /*bypass=*/false));
   ASSERT_TRUE(master.start());
   palm::test::ShmGuard guard(master.segment());
   EXPECT_EQ(master.cache().get(std::string(kBypassKey)).value_or("?"), "");
   WorkerThread a(*ctx_, master.db_address(), shm::TransportMode::kShm, "a", 4);
   wait_workers(master, 1);
-  auto c = client(master);
+  auto c = client(options(master));
   ASSERT_NE(c, nullptr);
   EXPECT_FALSE(c->bypass_enabled());
   expect_each_once(job(*c, "_.tag", 50), 50);
@@ -240,14 +294,14 @@ TEST_F(BypassTest, AMasterThatDoesNotOfferItIsUsedAsUsual) {
 }
 
 TEST_F(BypassTest, WithoutAWorkerOnShmTheMasterCarriesTheJob) {
-  Master master(*ctx_, bypass_master(true));
+  Master master(*ctx_, master_config(0, /*bypass=*/true));
   ASSERT_TRUE(master.start());
   palm::test::ShmGuard guard(master.segment());
   WorkerThread t(*ctx_, master.db_address(), shm::TransportMode::kTcp, "t", 4);
   wait_workers(master, 1);
-  auto c = client(master, 300ms);
+  auto c = client(options(master, 300ms));
   ASSERT_NE(c, nullptr);
-  palm::test::ShmGuard bypass_guard("palm-bypass-" + std::to_string(::getpid()) + "-" + c->uuid().substr(0, 8));
+  palm::test::ShmGuard bypass_guard(bypass_segment(*c));
   ASSERT_TRUE(c->bypass_enabled());
   // A worker on tcp cannot attach to a segment: nobody joins within the
   // wait, and the job goes through the master.

@@ -15,6 +15,7 @@
 #include "palm/servers/worker.hpp"
 #include "palm/transport/context.hpp"
 #include "palm/transport/shm/host.hpp"
+#include "master_config.hpp"
 #include "peer.hpp"
 #include "servers_test_util.hpp"
 #include "wire_client.hpp"
@@ -25,20 +26,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using transport::Context;
+using test::master_config;
 using test::WorkerThread;
-
-MasterConfig master_config(std::uint64_t messages = 0) {
-  MasterConfig cfg;
-  cfg.server.name = palm::test::unique_name("master");
-  cfg.server.db_address = "tcp://127.0.0.1:*";
-  cfg.server.log_level = LogLevel::kWarning;
-  cfg.pull_address = "tcp://127.0.0.1:*";
-  cfg.pub_address = "tcp://127.0.0.1:*";
-  cfg.worker_pull_address = "tcp://127.0.0.1:*";
-  cfg.worker_push_address = "tcp://127.0.0.1:*";
-  cfg.messages = messages;
-  return cfg;
-}
 
 class MasterTest : public ::testing::Test {
  protected:

@@ -131,9 +131,10 @@ class BypassDispatcher {
     std::uint32_t credits = 0;
     std::uint32_t held = 0;
     std::uint32_t offered = 0;  // the credits it joined with
-    // When its last result came, and the time since the one before: a
-    // worker whose results come close together is fast, and may hold all
-    // its credits before the next worker is used (feed_busiest.hpp).
+    // When its last result came (its poll's time: take), and the time
+    // since the one before: a worker whose results come close together is
+    // fast, and may hold all its credits before the next worker is used
+    // (feed_busiest.hpp).
     std::int64_t last_result_ns = 0;
     std::int64_t gap_ns = INT64_MAX;
   };
@@ -147,7 +148,12 @@ class BypassDispatcher {
   };
   BypassDispatcher(shm::Host host, std::unique_ptr<shm::ShmEndpoint> endpoint, std::string address,
                    unsigned cores);
-  void take(transport::Delivery& d, const OnResult& on_result);
+  // Takes one delivery. `now`: when the results of this poll came (ns of
+  // steady_clock), read at its first result (0 until then): one clock read
+  // a batch. A worker's results taken in one batch are then 0 apart: they
+  // queued at this client, so the worker keeps ahead of it, and is fast
+  // (Worker::gap_ns) for as long as it does.
+  void take(transport::Delivery& d, const OnResult& on_result, std::int64_t& now);
   Worker* find(transport::PeerId peer) noexcept;
   Worker* pick() noexcept;
   bool send_to(Worker& w, Frame& frame, std::uint64_t id);

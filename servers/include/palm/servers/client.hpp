@@ -207,11 +207,24 @@ class Client {
                                                  const OnDelivery& on_reply, std::uint64_t messages);
   [[nodiscard]] Result<std::uint64_t> run_bypass(std::string_view function, const Make& make,
                                                  const OnDelivery& on_reply, std::uint64_t messages);
+  // Their counts and progress clock (client_internal.hpp).
+  struct JobState;
+  // The end of their loop's round: after progress (`progressed`), notes it
+  // and returns zero: go on at once. Else how long to sleep for a delivery:
+  // up to `timeout` after the last progress, at most `cap`, at most
+  // kCancelSlice while a cancel flag is watched. Errors: kClosed once
+  // cancelled; kTimeout, named by `stalled()`, once `timeout` passed.
+  [[nodiscard]] Result<std::chrono::steady_clock::duration> after_round(
+      JobState& job, bool progressed, std::chrono::steady_clock::duration cap,
+      const std::function<std::string()>& stalled);
   // The bypass can carry the next call: workers joined (waits up to
   // bypass_wait for the first one, once).
   bool bypass_ready();
   // Sets up the bypass when the master offers it (bypass.hpp); logs why not.
   void open_bypass();
+  // What takes the bypass's results between calls: they are those of a
+  // call that ended early (counted as stale, dropped).
+  BypassDispatcher::OnResult stale_result();
   // Where a frame for the PUSH is cheapest to build: the shm segment's pool
   // (no copy on send) or the context's.
   Target push_target() const;

@@ -187,7 +187,8 @@ class Worker {
   Result<std::unique_ptr<transport::Endpoint>> open_to(transport::EndpointSpec spec);
   enum class Fault : std::uint8_t { kUnknownMethod, kBadStep, kMethodThrew, kNoResult, kLost };
   // Serves one received message, its result sent on `back`; `dead` set if
-  // the master (or the bypass's client) is gone. Under serve_mu_.
+  // the master (or the bypass's client) is gone. Under serve_mu_ while a
+  // bypass thread lives (run() alone needs none).
   void serve_one(Frame& received, bool& dead, transport::Endpoint& back);
   // Sends `frame` on `ep`, retrying each `poll` until stop(); false if it
   // could not (logged, counted), `dead` set if the peer is gone.
@@ -248,7 +249,8 @@ class Worker {
   // Messages taken (the `messages` limit), by run() and the bypass threads.
   std::atomic<std::uint64_t> taken_{0};
   // One message served at a time, whoever sent it: the methods, fail()'s
-  // throttle and the counters' order need no more care than in pylm.
+  // throttle and the counters' order need no more care than in pylm. Taken
+  // by the bypass threads, and by run() while there are any.
   std::mutex serve_mu_;
   // The bypass's threads: run()'s thread only. `done` is set when one ends.
   struct BypassThread {

@@ -46,12 +46,16 @@
 // thread waits for the signal with sigwait and calls stop(): what the
 // `palm worker` command does).
 //
-// Waits: every receive is bounded by `poll`, so run() sees stop() within
-// about `poll`; every send is a send_for of at most `poll`, retried while
-// not stopped. A master that goes away is detected on shared memory (the
-// segment is shut down or its owner dies): run() logs one line and returns
-// kPeerDead. On tcp in pylm mode there is nothing to detect (pylm's worker
-// waits for ever too): run() keeps waiting until stop() or the limit.
+// Waits: an idle worker sleeps until something happens: a message, stop()
+// (which interrupts its endpoints' waits), the limit reached by a bypass
+// thread, its master's death (DeathWatch) or shutdown; a rest of 5 s is
+// the only safety net. Over ZeroMQ it also looks at its connection to the
+// master every `poll` (master_timeout). Every send is a send_for of at
+// most `poll`, retried while not stopped. A master that goes away is
+// detected on shared memory (the segment is shut down or its owner dies):
+// run() logs one line and returns kPeerDead. On tcp in pylm mode there is
+// nothing to detect (pylm's worker waits for ever too): run() keeps
+// waiting until stop() or the limit.
 
 #include <atomic>
 #include <chrono>

@@ -47,6 +47,7 @@ PeerEndpoint::PeerEndpoint(Parts parts)
     owner_dead_.store(true, std::memory_order_relaxed);
     wake_waiters();
   });
+  owner_watched_ = static_cast<bool>(owner_watch_);
 }
 
 void PeerEndpoint::wake_waiters() noexcept {
@@ -61,7 +62,7 @@ void PeerEndpoint::interrupt() noexcept {
 }
 
 Clock::time_point PeerEndpoint::slice_end(Clock::time_point deadline) const noexcept {
-  if (owner_watch_) return deadline;
+  if (owner_watched_) return deadline;
   return std::min(deadline, Clock::now() + kOwnerCheck);
 }
 

@@ -312,6 +312,9 @@ class PeerEndpoint final : public ShmEndpoint {
   std::atomic<Doorbell*> user_bell_{nullptr};
   Interrupt interrupt_;
   Counters counters_;
+  // Whether owner_watch_ was granted, fixed at construction: waits read it
+  // while close() (any thread) may end the ticket itself.
+  bool owner_watched_ = false;
   // Last: ended first by the destructor, before anything its callback
   // touches; close() ends it before the segment can go.
   DeathWatch::Ticket owner_watch_;

@@ -2,6 +2,7 @@
 // attach handshake (connect).
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -101,26 +102,27 @@ SendResult PeerEndpoint::try_send(Frame& frame, const Envelope& to) noexcept {
 
 SendResult PeerEndpoint::send_for(Frame& frame, std::chrono::nanoseconds timeout, const Envelope& to) noexcept {
   if (!transport::sends(p_.pattern)) return SendResult::kInvalid;
-  const auto deadline = deadline_after(timeout);
   SendResult r = SendResult::kFull;
+  bool cut = false;
+  const auto attempt = [&] {
+    if (host_gone() || owner_died()) {
+      r = SendResult::kClosed;
+      return true;
+    }
+    {
+      std::lock_guard lock(send_mu_);
+      r = send_locked(frame, to);
+    }
+    if (r != SendResult::kFull) return true;
+    cut = interrupt_.take();
+    return cut;
+  };
+  // The common case, room at once, reads no clock.
+  if (attempt()) return cut ? SendResult::kTimeout : r;
+  const auto deadline = deadline_after(timeout);
   for (;;) {
     // The host rings this entry's doorbell when it pops: room.
-    bool cut = false;
-    const WaitResult w = bell_->wait_until(
-        [&] {
-          if (host_gone() || owner_died()) {
-            r = SendResult::kClosed;
-            return true;
-          }
-          {
-            std::lock_guard lock(send_mu_);
-            r = send_locked(frame, to);
-          }
-          if (r != SendResult::kFull) return true;
-          cut = interrupt_.take();
-          return cut;
-        },
-        slice_end(deadline));
+    const WaitResult w = bell_->wait_until(attempt, slice_end(deadline));
     if (cut) return SendResult::kTimeout;
     if (w == WaitResult::kReady) return r;
     if (w == WaitResult::kShutdown) return SendResult::kClosed;
@@ -160,32 +162,38 @@ bool PeerEndpoint::try_recv(Delivery& out) noexcept {
 
 WaitResult PeerEndpoint::recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept {
   if (!transport::receives(p_.pattern)) return WaitResult::kShutdown;
-  const auto deadline = deadline_after(timeout);
   bool got = false;
   bool gone = false;
-  for (;;) {
-    bool cut = false;
-    bell_->wait_until(
-        [&] {
-          if (closed_.load(std::memory_order_acquire)) {
-            gone = true;
-            return true;
-          }
-          {
-            std::lock_guard lock(recv_mu_);
-            got = recv_locked(out);
-          }
-          if (got) return true;
-          // Drained and the host is gone: shutdown.
-          gone = host_gone();
-          if (gone || owner_died()) return true;  // a dead owner: below
-          cut = interrupt_.take();
-          return cut;
-        },
-        slice_end(deadline));
+  bool cut = false;
+  const auto attempt = [&] {
+    if (closed_.load(std::memory_order_acquire)) {
+      gone = true;
+      return true;
+    }
+    {
+      std::lock_guard lock(recv_mu_);
+      got = recv_locked(out);
+    }
+    if (got) return true;
+    // Drained and the host is gone: shutdown.
+    gone = host_gone();
+    if (gone || owner_died()) return true;  // a dead owner: below
+    cut = interrupt_.take();
+    return cut;
+  };
+  const auto outcome = [&]() -> std::optional<WaitResult> {
     if (got) return WaitResult::kReady;
     if (gone) return WaitResult::kShutdown;
     if (cut) return WaitResult::kTimeout;
+    return std::nullopt;
+  };
+  // The common case under load, a message waiting, reads no clock.
+  attempt();
+  if (auto r = outcome()) return *r;
+  const auto deadline = deadline_after(timeout);
+  for (;;) {
+    bell_->wait_until(attempt, slice_end(deadline));
+    if (auto r = outcome()) return *r;
     if (!owner_.alive()) {
       // The owner died: take what it published, then report shutdown.
       std::lock_guard lock(recv_mu_);

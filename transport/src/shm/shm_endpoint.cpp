@@ -185,8 +185,8 @@ void HostEndpoint::note_loss(LocalPeer& p) noexcept {
   p.lagging = true;
 }
 
-SendResult HostEndpoint::publish_locked(Frame& frame, const Prepared& prep, Clock::time_point deadline,
-                                        bool may_wait) noexcept {
+SendResult HostEndpoint::publish_locked(Frame& frame, const Prepared& prep, std::chrono::nanoseconds wait) noexcept {
+  const bool may_wait = wait.count() > 0;
   BlockPool& pool = core_->pool();
   // Not copied: prep names the frame's own block, whose view it keeps.
   auto view = prep.copied ? view_frame(pool, prep.handle) : frame.view();
@@ -229,7 +229,7 @@ SendResult HostEndpoint::publish_locked(Frame& frame, const Prepared& prep, Cloc
     // One bounded wait for all the full subscribers together: the publisher
     // is held back at most slow_subscriber_wait per message, and only by
     // subscribers that were keeping up until now.
-    const auto limit = std::min(deadline, Clock::now() + core_->options().slow_subscriber_wait);
+    const auto limit = deadline_after(std::min<std::chrono::nanoseconds>(wait, core_->options().slow_subscriber_wait));
     bell_->wait_until(
         [&] {
           return std::all_of(waiting.begin(), waiting.end(),
@@ -253,8 +253,7 @@ SendResult HostEndpoint::publish_locked(Frame& frame, const Prepared& prep, Cloc
   return SendResult::kQueued;
 }
 
-SendResult HostEndpoint::send_locked(Frame& frame, const Envelope& to, Clock::time_point deadline,
-                                     bool may_wait) noexcept {
+SendResult HostEndpoint::send_locked(Frame& frame, const Envelope& to, std::chrono::nanoseconds wait) noexcept {
   if (!frame || to.body != Body::kMessage || !transport::sends(pattern_)) return SendResult::kInvalid;
   BlockPool& pool = core_->pool();
   switch (pattern_) {
@@ -264,7 +263,7 @@ SendResult HostEndpoint::send_locked(Frame& frame, const Envelope& to, Clock::ti
         Counters::add(counters_.errors);
         return SendResult::kInvalid;
       }
-      return publish_locked(frame, *prep, deadline, may_wait);
+      return publish_locked(frame, *prep, wait);
     }
     case Pattern::kPush: {
       // Round-robin over the pullers, skipping full ones.
@@ -304,11 +303,10 @@ SendResult HostEndpoint::send_locked(Frame& frame, const Envelope& to, Clock::ti
 SendResult HostEndpoint::try_send(Frame& frame, const Envelope& to) noexcept {
   if (is_closed()) return SendResult::kClosed;
   std::lock_guard lock(mu_);
-  return send_locked(frame, to, Clock::now(), false);
+  return send_locked(frame, to, std::chrono::nanoseconds(0));
 }
 
 SendResult HostEndpoint::send_for(Frame& frame, std::chrono::nanoseconds timeout, const Envelope& to) noexcept {
-  const auto deadline = deadline_after(timeout);
   SendResult r = SendResult::kFull;
   const auto attempt = [&] {
     if (is_closed()) {
@@ -317,12 +315,15 @@ SendResult HostEndpoint::send_for(Frame& frame, std::chrono::nanoseconds timeout
     }
     {
       std::lock_guard lock(mu_);
-      r = send_locked(frame, to, deadline, true);
+      r = send_locked(frame, to, timeout);
     }
     return r != SendResult::kFull || interrupt_.take();  // cut short: kTimeout below
   };
-  // Peers ring the service doorbell when they pop: room.
-  if (bell_->wait_until(attempt, deadline) == WaitResult::kShutdown) return SendResult::kClosed;
+  // Peers ring the service doorbell when they pop: room. wait_for reads no
+  // clock when the first attempt succeeds (the common case). A kPub send
+  // makes one attempt (it never returns kFull): its wait for slow
+  // subscribers stays within the budget.
+  if (bell_->wait_for(attempt, timeout) == WaitResult::kShutdown) return SendResult::kClosed;
   return r == SendResult::kFull ? SendResult::kTimeout : r;
 }
 

@@ -196,10 +196,11 @@ class HostEndpoint final : public ShmEndpoint {
     bool lagging = false;
   };
 
-  SendResult send_locked(Frame& frame, const Envelope& to, std::chrono::steady_clock::time_point deadline,
-                         bool may_wait) noexcept;
-  SendResult publish_locked(Frame& frame, const Prepared& p, std::chrono::steady_clock::time_point deadline,
-                            bool may_wait) noexcept;
+  // `wait`: how long a kPub send may wait for full subscribers (0: try_send,
+  // no waiting). A budget, not a deadline: the clock is read only when
+  // someone must be waited for, never on the common path.
+  SendResult send_locked(Frame& frame, const Envelope& to, std::chrono::nanoseconds wait) noexcept;
+  SendResult publish_locked(Frame& frame, const Prepared& p, std::chrono::nanoseconds wait) noexcept;
   bool recv_locked(Delivery& out) noexcept;
   LocalPeer* find(std::uint64_t id) noexcept;
   const LocalPeer* find(std::uint64_t id) const noexcept;

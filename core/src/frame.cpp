@@ -1,6 +1,9 @@
 #include "palm/core/frame.hpp"
 
+#include <array>
+#include <cstdint>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "palm/core/assert.hpp"
@@ -255,32 +258,90 @@ void FrameWriter::abandon() noexcept {
   payload_ = {};
 }
 
-Result<void> FrameWriter::begin(BlockPool& pool, SlotId slot, const MessageView& fields,
-                                std::string_view topic, std::size_t max_payload) noexcept {
-  abandon();
-  if (topic.size() > kMaxTopicBytes) return tl::unexpected(topic_too_large(topic.size()));
-  MessageView head_fields = fields;
-  head_fields.payload = {};
+namespace {
+
+// The string fields a Plan compares, in its order; the topic is the 7th.
+std::array<std::string_view, 6> plan_strings(const MessageView& m) noexcept {
+  return {m.pipeline,
+          m.client,
+          m.function,
+          m.cache,
+          m.error,
+          std::string_view(reinterpret_cast<const char*>(m.unknown.data()), m.unknown.size())};
+}
+
+}  // namespace
+
+bool FrameWriter::Plan::matches(const BlockPool& p, const MessageView& m, std::string_view topic,
+                                std::size_t max) const noexcept {
+  if (pool != &p || max_payload != max || stage != m.stage || flags != m.flags) return false;
+  // A wider dispatch id needs a larger block (the tail follows the payload).
+  if (tail_size(m) > room_tail) return false;
+  const auto strings = plan_strings(m);
+  std::size_t at = 0;
+  const auto same = [&](std::size_t i, std::string_view v) {
+    if (lengths[i] != v.size()) return false;
+    const bool eq = v.empty() || std::memcmp(text.data() + at, v.data(), v.size()) == 0;
+    at += v.size();
+    return eq;
+  };
+  for (std::size_t i = 0; i < strings.size(); ++i) {
+    if (!same(i, strings[i])) return false;
+  }
+  return same(6, topic);
+}
+
+void FrameWriter::Plan::reset(const BlockPool& p, const MessageView& m, std::string_view topic, std::size_t max) {
+  pool = &p;
+  max_payload = max;
+  stage = m.stage;
+  flags = m.flags;
+  text.clear();
+  const auto strings = plan_strings(m);
+  for (std::size_t i = 0; i < strings.size(); ++i) {
+    lengths[i] = strings[i].size();
+    text.append(strings[i]);
+  }
+  lengths[6] = topic.size();
+  text.append(topic);
   // The payload goes where the longest head (that of a max_payload payload)
   // would end; a shorter payload's head is written closer to it at commit.
   // Room is left before the head when the block has it spare, so that a
   // later holder can stamp fields or a topic around the payload without
   // moving it (Frame::rewrite: a master adds a cache key and a dispatch id).
-  const std::size_t bare = wire_start(topic.size()) + head_size(head_fields, max_payload) + max_payload +
-                           tail_size(head_fields);
-  const std::size_t start = wire_start(topic.size()) + head_room(pool, bare);
-  const std::size_t payload_offset = start + head_size(head_fields, max_payload);
-  const std::size_t need = payload_offset + max_payload + tail_size(head_fields);
-  auto block = pool.allocate_block(need, slot);
+  MessageView sized = m;
+  sized.payload = {};
+  room_tail = tail_size(sized);
+  const std::size_t bare = wire_start(topic.size()) + head_size(sized, max) + max + room_tail;
+  start = wire_start(topic.size()) + head_room(p, bare);
+  payload_offset = start + head_size(sized, max);
+  need = payload_offset + max + room_tail;
+  length = SIZE_MAX;  // nothing encoded yet
+}
+
+Result<void> FrameWriter::begin(BlockPool& pool, SlotId slot, const MessageView& fields,
+                                std::string_view topic, std::size_t max_payload) noexcept {
+  abandon();
+  if (topic.size() > kMaxTopicBytes) return tl::unexpected(topic_too_large(topic.size()));
+  if (!plan_.matches(pool, fields, topic, max_payload)) {
+    try {
+      plan_.reset(pool, fields, topic, max_payload);
+    } catch (const std::bad_alloc&) {
+      plan_ = Plan{};
+      return make_error(Errc::kExhausted, "FrameWriter: no memory for the frame's plan");
+    }
+  }
+  auto block = pool.allocate_block(plan_.need, slot);
   if (!block) return tl::unexpected(std::move(block.error()));
   pool_ = &pool;
   slot_ = slot;
   handle_ = block->handle;
   data_ = block->data;
-  fields_ = head_fields;
-  payload_offset_ = payload_offset;
-  payload_ = std::span<std::byte>(data_ + payload_offset, max_payload);
-  write_header(data_, topic, start, WireLayout{});  // topic now; layout at commit
+  fields_ = fields;
+  fields_.payload = {};
+  payload_offset_ = plan_.payload_offset;
+  payload_ = std::span<std::byte>(data_ + payload_offset_, max_payload);
+  write_header(data_, topic, plan_.start, WireLayout{});  // topic now; layout at commit
   return {};
 }
 
@@ -292,14 +353,31 @@ Result<Handle> FrameWriter::commit(std::size_t payload_length) noexcept {
                                              " bytes exceeds the " +
                                              std::to_string(payload_.size()) + " reserved");
   }
-  const std::size_t head = head_size(fields_, payload_length);
+  const std::size_t tail_len = tail_size(fields_);  // <= plan_.room_tail (begin)
+  if (payload_length != plan_.length || tail_len != plan_.tail) {
+    // A new payload length (or dispatch id width): encode the head and the
+    // layout again. Otherwise they are the last message's: the head holds
+    // fields 1-5 and the payload's length only, and with a tail of the same
+    // size every offset is the same.
+    try {
+      plan_.head.resize(head_size(fields_, payload_length));
+    } catch (const std::bad_alloc&) {
+      plan_.length = SIZE_MAX;
+      return make_error(Errc::kExhausted, "FrameWriter: no memory for the frame's head");
+    }
+    const std::size_t written = encode_head(fields_, payload_length, plan_.head);
+    PALM_ASSERT(written == plan_.head.size());
+    plan_.layout = layout_for(fields_, payload_length);
+    plan_.length = payload_length;
+    plan_.tail = tail_len;
+  }
+  const std::size_t head = plan_.head.size();
   const std::size_t wire_offset = payload_offset_ - head;
-  const std::size_t payload_at =
-      encode_head(fields_, payload_length, std::span<std::byte>(data_ + wire_offset, head));
-  PALM_ASSERT(payload_at == head);
-  const std::size_t tail = encode_tail(
-      fields_, std::span<std::byte>(data_ + payload_offset_ + payload_length, tail_size(fields_)));
-  const WireLayout layout = layout_for(fields_, payload_length);
+  std::memcpy(data_ + wire_offset, plan_.head.data(), head);
+  const std::size_t tail =
+      encode_tail(fields_, std::span<std::byte>(data_ + payload_offset_ + payload_length, tail_len));
+  WireLayout layout = plan_.layout;
+  layout.dispatch_id = fields_.dispatch_id;  // the one field that differs within a plan
   PALM_ASSERT(layout.size == head + payload_length + tail);
   FrameHeader* fh = reinterpret_cast<FrameHeader*>(data_);  // NOLINT: the layout ABI
   fh->wire_offset = static_cast<std::uint32_t>(wire_offset);

@@ -147,6 +147,57 @@ TEST_F(FrameTest, WriterMatchesEncodeForEveryLengthWidth) {
   }
 }
 
+// One writer reused for a stream of frames, as a job uses it: it keeps the
+// head it encoded while the fields stay the same. Every frame must still be
+// exactly encode()'s, whatever changes between two of them: the payload
+// length, the dispatch id (and its varint width), the topic, the stage, a
+// field's bytes rewritten in the same buffer (same pointer, same size).
+TEST_F(FrameTest, AReusedWriterMatchesEncodeWhateverChangesBetweenFrames) {
+  std::string function = "echo";  // its bytes change in place below
+  struct Step {
+    std::size_t len;
+    std::uint64_t id;
+    std::string_view topic;
+    std::int64_t stage;
+    const char* function;
+  };
+  const Step steps[] = {
+      {10, 0, "", 0, "echo"},          {10, 1, "", 0, "echo"},
+      {10, 127, "", 0, "echo"},        {10, 128, "", 0, "echo"},  // id 1 -> 2 bytes
+      {11, 129, "", 0, "echo"},        {10, 1ULL << 40, "", 0, "echo"},
+      {10, 5, "", 0, "echo"},          {10, 5, "", 0, "ECHO"},  // same buffer, other bytes
+      {10, 5, "topic", 0, "ECHO"},     {10, 5, "topic", 3, "ECHO"},
+      {0, 0, "", 0, "echo"},           {64, UINT64_MAX, "", 0, "echo"},
+      {64, 7, "", 0, "echo"},
+  };
+  std::vector<std::byte> payload(64);
+  FrameWriter w;
+  for (std::size_t i = 0; i < std::size(steps); ++i) {
+    const Step& st = steps[i];
+    std::memcpy(function.data(), st.function, function.size());
+    auto fields = sample({});
+    fields.function = function;
+    fields.dispatch_id = st.id;
+    fields.stage = st.stage;
+    ASSERT_TRUE(w.begin(*pool_, slot_, fields, st.topic, 64)) << "step " << i;
+    for (std::size_t k = 0; k < st.len; ++k) payload[k] = static_cast<std::byte>(i * 31 + k);
+    std::memcpy(w.payload().data(), payload.data(), st.len);
+    auto h = w.commit(st.len);
+    ASSERT_TRUE(h) << "step " << i << ": " << h.error().describe();
+    fields.payload = std::span<const std::byte>(payload.data(), st.len);
+    const auto want = encoded(fields);
+    auto v = view_frame(*pool_, *h);
+    ASSERT_TRUE(v) << "step " << i << ": " << v.error().describe();
+    ASSERT_EQ(v->wire.size(), want.size()) << "step " << i;
+    EXPECT_EQ(std::memcmp(v->wire.data(), want.data(), want.size()), 0) << "step " << i;
+    EXPECT_EQ(v->topic, st.topic) << "step " << i;
+    EXPECT_EQ(v->message.function, st.function) << "step " << i;
+    EXPECT_EQ(v->message.dispatch_id, st.id) << "step " << i;
+    EXPECT_EQ(v->message.stage, st.stage) << "step " << i;
+    ASSERT_TRUE(pool_->release(slot_, *h));
+  }
+}
+
 TEST_F(FrameTest, WriterRefusesOverlongCommitAndReleasesWhenAbandoned) {
   FrameWriter w;
   ASSERT_TRUE(w.begin(*pool_, slot_, sample({}), "", 16));

@@ -27,9 +27,11 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "palm/core/codec.hpp"
 #include "palm/core/error.hpp"
@@ -238,6 +240,33 @@ class FrameWriter {
   void abandon() noexcept;
 
  private:
+  // What begin() and commit() derive from the fields alone, kept while the
+  // fields (but the payload and the dispatch id), the topic, the pool and
+  // max_payload stay the same: a job's messages differ in their payload and
+  // dispatch id only, so the head is sized and encoded once per job, not
+  // once per message. The fields are compared by content (copies in
+  // `text`): a caller may reuse a buffer for other bytes.
+  struct Plan {
+    const BlockPool* pool = nullptr;
+    std::size_t max_payload = 0;
+    std::string text;  // pipeline, client, function, cache, error, unknown, topic
+    std::int64_t stage = 0;
+    std::uint32_t flags = 0;
+    std::size_t lengths[7] = {};
+    std::size_t start = 0;           // where the wire bytes may start
+    std::size_t payload_offset = 0;  // from the block's data
+    std::size_t need = 0;            // block bytes
+    std::size_t room_tail = 0;       // tail bytes the block has room for
+    // The encoding for one payload length and tail size (the last committed).
+    std::size_t length = SIZE_MAX;
+    std::size_t tail = 0;
+    std::vector<std::byte> head;
+    WireLayout layout;
+    bool matches(const BlockPool& p, const MessageView& m, std::string_view topic,
+                 std::size_t max) const noexcept;
+    void reset(const BlockPool& p, const MessageView& m, std::string_view topic, std::size_t max);
+  };
+
   BlockPool* pool_ = nullptr;
   SlotId slot_{};
   Handle handle_;
@@ -245,6 +274,7 @@ class FrameWriter {
   MessageView fields_;
   std::span<std::byte> payload_;
   std::size_t payload_offset_ = 0;  // from data_
+  Plan plan_;
 };
 
 }  // namespace palm

@@ -222,7 +222,19 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
   const WireLayout layout = layout_for(n, payload_len);
   write_header(data, new_topic, wire_offset, layout);
   (void)pool_->set_used(handle_, wire_offset + layout.size);
-  view_.reset();  // the bytes changed
+  // The new view, from what was just written: a holder that views the frame
+  // next (a master does, each time) does not parse it again.
+  FrameView now;
+  now.handle = handle_;
+  now.header = reinterpret_cast<const FrameHeader*>(data);  // NOLINT: the layout ABI
+  now.topic = std::string_view(reinterpret_cast<const char*>(data) + kFrameHeaderBytes, new_topic.size());
+  now.wire = std::span<const std::byte>(data + wire_offset, layout.size);
+  if (auto message = view_of(layout, now.wire)) {
+    now.message = *message;
+    view_ = now;
+  } else {
+    view_.reset();  // not expected: the next view() says why
+  }
   return true;
 }
 

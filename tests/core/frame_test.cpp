@@ -381,6 +381,20 @@ TEST_F(FrameTest, RewriteStampsFieldsAroundThePayloadInTheSameBlock) {
   auto parsed = view_frame(*pool_, f->handle());  // a receiver's validation
   ASSERT_TRUE(parsed) << parsed.error().describe();
   EXPECT_EQ(parsed->message.cache, want_fields.cache);
+  // rewrite left the frame viewed (a holder does not parse it again): that
+  // view must be exactly the parse's, the same bytes in the block.
+  ASSERT_NE(f->cached_view(), nullptr);
+  const FrameView& kept = *f->cached_view();
+  EXPECT_EQ(kept.header, parsed->header);
+  EXPECT_EQ(kept.topic.data(), parsed->topic.data());
+  EXPECT_EQ(kept.topic, parsed->topic);
+  EXPECT_EQ(kept.wire.data(), parsed->wire.data());
+  EXPECT_EQ(kept.wire.size(), parsed->wire.size());
+  EXPECT_EQ(kept.message.client.data(), parsed->message.client.data());
+  EXPECT_EQ(kept.message.cache.data(), parsed->message.cache.data());
+  EXPECT_EQ(kept.message.payload.data(), parsed->message.payload.data());
+  EXPECT_EQ(kept.message.stage, parsed->message.stage);
+  EXPECT_EQ(kept.message.dispatch_id, parsed->message.dispatch_id);
 }
 
 TEST_F(FrameTest, RewriteMovesThePayloadWhenTheRoomIsShortAndRefusesWhatCannotBeDone) {

@@ -23,6 +23,7 @@ std::vector<std::string> MethodTable::names() const {
   std::vector<std::string> out;
   out.reserve(methods_.size());
   for (const auto& entry : methods_) out.push_back(entry.first);
+  std::sort(out.begin(), out.end());  // listed in a stable order
   return out;
 }
 

@@ -63,43 +63,65 @@ std::size_t frame_bytes(const MessageView& m, std::string_view topic) noexcept {
   return wire_start(topic.size()) + encoded_size(m);
 }
 
+namespace {
+
+// frame_wire's checks of a resolved block: kFine when `w` is set.
+enum class WireCheck { kFine, kTooSmall, kNoFrame, kOffsets };
+
+WireCheck check_wire(const BlockView& block, FrameWire& w) noexcept {
+  if (block.capacity < kFrameHeaderBytes) return WireCheck::kTooSmall;
+  const auto* fh = reinterpret_cast<const FrameHeader*>(block.data);  // NOLINT: the layout ABI
+  if (fh->magic != kFrameMagic || fh->version != kFrameVersion) return WireCheck::kNoFrame;
+  const std::size_t topic_end = kFrameHeaderBytes + fh->topic_length;
+  if (fh->topic_length > kMaxTopicBytes || fh->wire_offset < topic_end || fh->wire_offset > block.capacity ||
+      fh->layout.size > block.capacity - fh->wire_offset) {
+    return WireCheck::kOffsets;
+  }
+  w.header = fh;
+  w.topic = std::string_view(reinterpret_cast<const char*>(block.data + kFrameHeaderBytes), fh->topic_length);
+  w.wire = std::span<const std::byte>(block.data + fh->wire_offset, fh->layout.size);
+  return WireCheck::kFine;
+}
+
+}  // namespace
+
 Result<FrameWire> frame_wire(const BlockPool& pool, Handle h) noexcept {
-  auto block = pool.resolve(h);
-  if (!block) return tl::unexpected(std::move(block.error()));
-  if (block->capacity < kFrameHeaderBytes) {
-    return make_error(Errc::kMalformed, "block too small for a frame");
-  }
+  BlockView block;
+  if (!pool.try_resolve(h, block)) return tl::unexpected(pool.resolve(h).error());
   FrameWire w;
-  w.header = reinterpret_cast<const FrameHeader*>(block->data);  // NOLINT: the layout ABI
-  const FrameHeader& fh = *w.header;
-  if (fh.magic != kFrameMagic || fh.version != kFrameVersion) {
-    return make_error(Errc::kMalformed, "block holds no frame of version " +
-                                            std::to_string(kFrameVersion));
+  switch (check_wire(block, w)) {
+    case WireCheck::kFine: return w;
+    case WireCheck::kTooSmall: return make_error(Errc::kMalformed, "block too small for a frame");
+    case WireCheck::kNoFrame:
+      return make_error(Errc::kMalformed, "block holds no frame of version " + std::to_string(kFrameVersion));
+    case WireCheck::kOffsets: break;
   }
-  const std::size_t topic_end = kFrameHeaderBytes + fh.topic_length;
-  if (fh.topic_length > kMaxTopicBytes || fh.wire_offset < topic_end ||
-      fh.wire_offset > block->capacity ||
-      fh.layout.size > block->capacity - fh.wire_offset) {
-    return make_error(Errc::kMalformed, "frame offsets out of its block");
-  }
-  w.topic = std::string_view(reinterpret_cast<const char*>(block->data + kFrameHeaderBytes),
-                             fh.topic_length);
-  w.wire = std::span<const std::byte>(block->data + fh.wire_offset, fh.layout.size);
-  return w;
+  return make_error(Errc::kMalformed, "frame offsets out of its block");
+}
+
+bool view_frame_into(const BlockPool& pool, Handle h, FrameView& out) noexcept {
+  BlockView block;
+  FrameWire w;
+  if (!pool.try_resolve(h, block) || check_wire(block, w) != WireCheck::kFine) return false;
+  auto message = view_of(w.header->layout, w.wire);
+  if (!message) return false;
+  out.handle = h;
+  out.header = w.header;
+  out.topic = w.topic;
+  out.wire = w.wire;
+  out.message = *message;
+  return true;
 }
 
 Result<FrameView> view_frame(const BlockPool& pool, Handle h) noexcept {
+  FrameView v;
+  if (view_frame_into(pool, h, v)) return v;
+  // Refused: the same checks again, for the reason.
   auto w = frame_wire(pool, h);
   if (!w) return tl::unexpected(std::move(w.error()));
-  FrameView v;
-  v.handle = h;
-  v.header = w->header;
-  v.topic = w->topic;
-  v.wire = w->wire;
-  auto msg = view_of(w->header->layout, v.wire);
+  auto msg = view_of(w->header->layout, w->wire);
   if (!msg) return tl::unexpected(std::move(msg.error()));
-  v.message = *msg;
-  return v;
+  return make_error(Errc::kMalformed, "frame refused");  // not reached: the checks are the same
 }
 
 Result<Handle> build_frame(BlockPool& pool, SlotId slot, const MessageView& m,
@@ -154,9 +176,10 @@ Result<Frame> Frame::parse(BlockPool& pool, SlotId slot, std::span<const std::by
 Result<FrameView> Frame::view() const noexcept {
   if (view_) return *view_;
   if (!*this) return make_error(Errc::kInvalidArgument, "an empty Frame has no view");
-  auto v = view_frame(*pool_, handle_);
-  if (v) view_ = *v;
-  return v;
+  // Viewed straight into the cache: no Result layers to build and copy.
+  if (view_frame_into(*pool_, handle_, view_.emplace())) return *view_;
+  view_.reset();
+  return view_frame(*pool_, handle_);  // refused: says why
 }
 
 bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {

@@ -519,9 +519,9 @@ bool BlockPool::sole_reference(Handle h) const noexcept {
          detail::ctl_refs(ctl) == 1;
 }
 
-Result<BlockView> BlockPool::resolve(Handle h) const noexcept {
+bool BlockPool::try_resolve(Handle h, BlockView& out) const noexcept {
   BlockHeader* b = find(h);
-  if (b == nullptr) return tl::unexpected(why_bad(h));
+  if (b == nullptr) return false;
   const std::uint32_t c = h.size_class();
   const std::size_t cap = classes_[c].block_bytes - kBlockHeaderBytes;
   std::byte* data = block_data(c, h.index());
@@ -529,7 +529,14 @@ Result<BlockView> BlockPool::resolve(Handle h) const noexcept {
   // relaxed: the writer's used length is published by the channel that
   // carried the handle (or by (B2) for a fresh block).
   const auto used = static_cast<std::size_t>(atomic_of(b->used).load(std::memory_order_relaxed));
-  return BlockView{data, cap, std::min(used, cap), h};
+  out = BlockView{data, cap, std::min(used, cap), h};
+  return true;
+}
+
+Result<BlockView> BlockPool::resolve(Handle h) const noexcept {
+  BlockView v;
+  if (!try_resolve(h, v)) return tl::unexpected(why_bad(h));
+  return v;
 }
 
 Result<void> BlockPool::set_used(Handle h, std::size_t bytes) noexcept {

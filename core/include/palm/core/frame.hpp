@@ -90,6 +90,9 @@ struct FrameWire {
 // header's layout) and views it. Data from another process is checked,
 // never trusted: a damaged frame is kMalformed.
 [[nodiscard]] Result<FrameView> view_frame(const BlockPool& pool, Handle h) noexcept;
+// view_frame into `out`, false where it refuses (no reason: view_frame says
+// it). The hot path of Frame::view.
+[[nodiscard]] bool view_frame_into(const BlockPool& pool, Handle h, FrameView& out) noexcept;
 
 // Bytes of block capacity a frame needs.
 [[nodiscard]] std::size_t frame_bytes(const MessageView& m, std::string_view topic) noexcept;

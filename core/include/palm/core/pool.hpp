@@ -254,6 +254,9 @@ class BlockPool {
   // Validates `h` and returns its block. Valid only while the caller holds
   // a reference; a racing free by a buggy peer makes the view stale.
   [[nodiscard]] Result<BlockView> resolve(Handle h) const noexcept;
+  // resolve without the error: false for a handle resolve refuses. For hot
+  // paths that only need to know (no Result to build and move).
+  [[nodiscard]] bool try_resolve(Handle h, BlockView& out) const noexcept;
   // Sets the used length (<= capacity). Published to readers by the channel
   // that carries the handle (its release/acquire).
   [[nodiscard]] Result<void> set_used(Handle h, std::size_t bytes) noexcept;

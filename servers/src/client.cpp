@@ -213,6 +213,11 @@ tl::unexpected<Error> Client::timeout_error(std::string what) {
   return make_error(Errc::kTimeout, std::move(what));
 }
 
+std::uint64_t Client::sub_lost() const noexcept {
+  const auto* shm = dynamic_cast<const shm::ShmEndpoint*>(sub_.get());
+  return shm != nullptr ? shm->lost() : 0;
+}
+
 Result<void> Client::send_one(std::string_view function, std::span<const std::byte> payload,
                               std::string_view cache, Clock::time_point deadline) {
   MessageView m;
@@ -475,8 +480,21 @@ Result<std::uint64_t> Client::run_master(std::string_view function, const Make& 
   const Target target = push_target();
   transport::Delivery d;
   bool full = false;  // the PUSH refused the last send: this round's
+  // Replies dropped for this client since the job began: the master's PUB
+  // gives a subscriber whose channel stays full slow_subscriber_wait
+  // (shm::HostOptions), then drops what does not fit. They never come.
+  const std::uint64_t lost_before = sub_lost();
+  const auto lost = [&] { return sub_lost() - lost_before; };
+  const auto lost_note = [&](std::uint64_t n) {
+    return fmt::format("{} replies were lost: the server dropped them because this client read its SUB ({}) too "
+                       "slowly and the channel stayed full",
+                       n, sub_name());
+  };
   const std::function<std::string()> stalled = [&] {
-    return job.stalled(function, "", options_.timeout, full ? " (the PUSH to " + push_address_ + " is full)" : "");
+    const std::uint64_t n = lost();
+    return job.stalled(function, "", options_.timeout,
+                       (full ? " (the PUSH to " + push_address_ + " is full)" : std::string()) +
+                           (n != 0 ? "; " + lost_note(n) : std::string()));
   };
   // Hands one delivery to the caller if it is a reply for us.
   const auto take = [&]() {
@@ -516,6 +534,22 @@ Result<std::uint64_t> Client::run_master(std::string_view function, const Make& 
     // Drain what came, without waiting.
     while (!job.finished() && sub_->try_recv(d)) progressed = take() || progressed;
     if (job.finished()) break;
+    if (!progressed) {
+      // Each reply still awaited may be one of the lost (one reply per
+      // message; a scatter's extra replies only lower the count in flight):
+      // none will come, so fail now rather than after `timeout` of silence.
+      // Read at every idle round, a relaxed load: a drop counted after this
+      // look (the master was descheduled between its full check and the
+      // count) is seen at the next round, or named by the timeout's message.
+      const std::uint64_t n = lost();
+      const std::uint64_t in_flight = job.sent > job.got ? job.sent - job.got : 0;
+      if (n != 0 && in_flight <= n) {
+        return make_error(Errc::kExhausted, fmt::format("job '{}': {}; {} replies of {} came", function, lost_note(n),
+                                                        job.got,
+                                                        job.messages > 0 ? std::to_string(job.messages)
+                                                                         : std::to_string(job.sent) + " sent"));
+      }
+    }
     // Sleep on the SUB's doorbell (recv_for) until a reply comes. A full
     // PUSH gains room without ringing us: retry it soon.
     const auto cap = full ? Clock::duration(kFullRetry) : Clock::duration::max();

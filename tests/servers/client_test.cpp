@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -14,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
 #include <spdlog/sinks/ostream_sink.h>
 
 #include "palm/servers/cache_service.hpp"
@@ -219,6 +221,161 @@ TEST_P(ClientVsPalm, ReplyUnderAnotherTopicIsSkippedAndCounted) {
 
 INSTANTIATE_TEST_SUITE_P(Transports, ClientVsPalm, ::testing::Bool(),
                          [](const auto& p) { return p.param ? "Shm" : "Tcp"; });
+
+// A server that reads a whole job before it answers any of it, over shm only,
+// from a Context whose segment has channels of kCapacity and a 1 ms
+// slow_subscriber_wait: a client that stops reading loses replies at once.
+class GatedEchoServer {
+ public:
+  static constexpr std::uint32_t kCapacity = 16;
+
+  static transport::ContextOptions options() {
+    transport::ContextOptions o;
+    o.shm.channel_capacity = kCapacity;
+    o.shm.slow_subscriber_wait = 1ms;
+    return o;
+  }
+
+  // Answers the first `answered` of `messages` (the rest never), after all
+  // of them came.
+  GatedEchoServer(transport::Context& ctx, const std::string& segment, std::uint64_t messages,
+                  std::uint64_t answered)
+      : ctx_(ctx), messages_(messages), answered_(answered) {
+    auto pull = ctx.open(EndpointSpec::bind_to(Pattern::kPull, "shm://" + segment + "/pull"));
+    auto pub = ctx.open(EndpointSpec::bind_to(Pattern::kPub, "shm://" + segment + "/pub"));
+    EXPECT_TRUE(pull && pub) << (pull ? pub.error().describe() : pull.error().describe());
+    if (!pull || !pub) return;
+    pull_ = std::move(*pull);
+    pub_ = std::move(*pub);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~GatedEchoServer() {
+    if (thread_.joinable()) thread_.join();
+  }
+  bool up() const { return pub_ != nullptr; }
+  // Until the server published (or dropped) every answer; bounded.
+  bool wait_published(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return published_; });
+  }
+
+ private:
+  void run() {
+    std::vector<std::pair<std::string, std::string>> got;  // client, payload
+    const auto end = std::chrono::steady_clock::now() + 20s;
+    while (got.size() < messages_ && std::chrono::steady_clock::now() < end) {
+      transport::Delivery d;
+      if (pull_->recv_for(d, 10ms) != WaitResult::kReady) continue;
+      auto v = d.frame.view();
+      if (!v) continue;
+      got.emplace_back(std::string(v->message.client), test::string_of(v->message.payload));
+    }
+    EXPECT_EQ(got.size(), messages_);
+    for (std::uint64_t k = 0; k < got.size() && k < answered_; ++k) {
+      MessageView m;
+      m.client = got[k].first;
+      const std::string out = "echo:" + got[k].second;
+      m.payload = test::bytes_of(out);
+      auto f = ctx_.build(m, got[k].first);
+      ASSERT_TRUE(f);
+      // kQueued also when the subscriber lost it: the PUB does not wait for ever.
+      EXPECT_EQ(pub_->send_for(*f, 5s), transport::SendResult::kQueued);
+    }
+    {
+      const std::lock_guard lock(mu_);
+      published_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  transport::Context& ctx_;
+  std::uint64_t messages_, answered_;
+  std::unique_ptr<transport::Endpoint> pull_, pub_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool published_ = false;  // under mu_
+  std::thread thread_;
+};
+
+// A job whose client stops reading (its first reply's callback blocks) while
+// the server publishes the job's answers: all but a channel's worth are
+// dropped. `answered` of `messages` are published; the job's result, with the
+// replies that came.
+struct SlowReaderRun {
+  Result<std::uint64_t> result = 0;
+  std::uint64_t received = 0;
+};
+SlowReaderRun run_slow_reader(std::uint64_t messages, std::uint64_t answered, std::chrono::milliseconds timeout) {
+  palm::test::ShmGuard segment(palm::test::unique_name("slowsub"));
+  auto ctx = transport::Context::create(GatedEchoServer::options());
+  EXPECT_TRUE(ctx) << ctx.error().describe();
+  SlowReaderRun run;
+  if (!ctx) return run;
+  {
+    GatedEchoServer server(*ctx, segment.name(), messages, answered);
+    EXPECT_TRUE(server.up());
+    if (!server.up()) return run;
+    ClientOptions o;
+    o.server_name = "gated";
+    o.this_config = true;
+    o.push_address = "shm://" + segment.name() + "/pull";
+    o.sub_address = "shm://" + segment.name() + "/pub";
+    o.timeout = timeout;
+    o.window = static_cast<std::uint32_t>(messages);  // every message out before any answer
+    o.settle = 0ms;
+    o.log_level = LogLevel::kError;
+    auto c = Client::connect(*ctx, o);
+    EXPECT_TRUE(c) << c.error().describe();
+    if (!c) return run;
+    EXPECT_EQ((*c)->sub_scheme(), transport::Scheme::kShm);
+    std::uint64_t next = 0;
+    run.result = (*c)->job(
+        "gated.echo",
+        [&](std::string& p) {
+          if (next == messages) return false;
+          p = std::to_string(next++);
+          return true;
+        },
+        [&](std::string_view) {
+          // The first reply holds the client until every answer went out.
+          if (run.received++ == 0) {
+            EXPECT_TRUE(server.wait_published(20s));
+          }
+        });
+    EXPECT_EQ((*c)->stats().received, run.received);
+  }
+  ctx->shutdown();
+  return run;
+}
+
+// Replies the server dropped because the client read too slowly never come:
+// the job fails at its next idle round, naming them, not after `timeout` of
+// silence (a 60 s timeout here; the answers are out within milliseconds).
+TEST(ClientSlowReader, LostRepliesFailTheJobAtOnceNamingThem) {
+  constexpr std::uint64_t kMessages = 200;
+  const SlowReaderRun run = run_slow_reader(kMessages, kMessages, 60s);
+  ASSERT_FALSE(run.result) << "the job ended with " << *run.result << " replies";
+  EXPECT_EQ(run.result.error().code, Errc::kExhausted) << run.result.error().describe();
+  // The first reply, then what one channel holds, at most.
+  EXPECT_GE(run.received, 1u);
+  EXPECT_LE(run.received, 1u + GatedEchoServer::kCapacity);
+  const std::string& m = run.result.error().message;
+  EXPECT_NE(m.find(fmt::format("{} replies were lost", kMessages - run.received)), std::string::npos) << m;
+  EXPECT_NE(m.find("read its SUB"), std::string::npos) << m;
+  EXPECT_NE(m.find(fmt::format("{} replies of {}", run.received, kMessages)), std::string::npos) << m;
+}
+
+// While replies the server still holds may come, losses alone do not end the
+// job; if it then times out, the message names the losses.
+TEST(ClientSlowReader, TimeoutNamesTheLostReplies) {
+  constexpr std::uint64_t kMessages = 200;
+  const SlowReaderRun run = run_slow_reader(kMessages, kMessages - 1, 1000ms);  // the last one never answered
+  ASSERT_FALSE(run.result) << "the job ended with " << *run.result << " replies";
+  EXPECT_EQ(run.result.error().code, Errc::kTimeout) << run.result.error().describe();
+  const std::string& m = run.result.error().message;
+  EXPECT_NE(m.find("nothing sent or received for 1000 ms"), std::string::npos) << m;
+  EXPECT_NE(m.find(fmt::format("{} replies were lost", kMessages - 1 - run.received)), std::string::npos) << m;
+}
 
 }  // namespace
 }  // namespace palm::servers

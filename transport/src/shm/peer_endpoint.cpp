@@ -287,6 +287,12 @@ EndpointStats PeerEndpoint::stats() const noexcept {
   return s;
 }
 
+std::uint64_t PeerEndpoint::lost() const noexcept {
+  // relaxed: a count, read as in stats(); nothing is published with it (the
+  // lost messages never reach this side).
+  return atomic_of(entry_.lost).load(std::memory_order_relaxed);
+}
+
 std::vector<PeerStatus> PeerEndpoint::peer_status() const {
   PeerStatus st;
   st.peer = make_peer_id(p_.index, p_.generation);

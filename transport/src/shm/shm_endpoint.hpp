@@ -274,6 +274,7 @@ class PeerEndpoint final : public ShmEndpoint {
   std::uint64_t copies() const noexcept override { return counters_.copies.load(std::memory_order_relaxed); }
   std::vector<PeerStatus> peer_status() const override;
   std::uint64_t nonce() const noexcept override { return p_.segment.nonce(); }
+  std::uint64_t lost() const noexcept override;
 
   // kSub: waits (bounded by `deadline`, woken by the owner's ring of this
   // entry's doorbell) until the owner acknowledged topic list `seq` (the

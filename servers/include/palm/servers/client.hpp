@@ -135,7 +135,11 @@ class Client {
   // events only, not messages (shm/host.hpp). A full PUSH rings nobody when
   // it drains, so while it is full the wait is cut to 1 ms slices.
   // kTimeout when `timeout` passes without progress (no send, no reply);
-  // the message names how many replies came.
+  // the message names how many replies came. kExhausted, at once, when the
+  // server dropped replies because this client read too slowly (a shm SUB
+  // whose channel stayed full: shm::HostOptions::slow_subscriber_wait) and
+  // no reply still in flight can be other than those: the message names how
+  // many were lost. (Over ZeroMQ a dropped reply is only silence: kTimeout.)
   [[nodiscard]] Result<std::uint64_t> job(std::string_view function,
                                           const std::function<bool(std::string& payload)>& next,
                                           const std::function<void(std::string_view reply)>& on_reply,
@@ -243,6 +247,10 @@ class Client {
   [[nodiscard]] Result<void> open_endpoints();
   // timeout_error adds "the server is gone" when ZeroMQ connections to it are down.
   tl::unexpected<Error> timeout_error(std::string what);
+  // Replies the server dropped for this client because it read them too
+  // slowly (a shm SUB: shm::ShmEndpoint::lost); 0 on ZeroMQ, which does not
+  // tell a subscriber what it missed.
+  std::uint64_t sub_lost() const noexcept;
   std::string sub_name() const;  // the SUB's address, and the shm one carrying it
   tl::unexpected<Error> cancelled_error();
 

@@ -113,6 +113,12 @@ class ShmEndpoint : public transport::Endpoint {
   virtual std::vector<PeerStatus> peer_status() const = 0;
   // The segment's incarnation nonce.
   virtual std::uint64_t nonce() const noexcept = 0;
+  // Connected kSub: the messages the host dropped for this subscriber since
+  // it attached, because its channel stayed full longer than
+  // HostOptions::slow_subscriber_wait (it read too slowly): PeerStatus::lost
+  // without peer_status()'s allocations, for a check in a receive loop. 0 on
+  // other endpoints. Stale on return; nothing rings when it grows.
+  virtual std::uint64_t lost() const noexcept { return 0; }
   // The doorbell in the segment that this endpoint's messages ring (bound
   // side: the service's, rung by every peer's send and pop; connected side:
   // the peer entry's, rung by the host). A thread that serves this endpoint

@@ -213,6 +213,19 @@ tl::unexpected<Error> Client::timeout_error(std::string what) {
   return make_error(Errc::kTimeout, std::move(what));
 }
 
+std::uint64_t Client::master_window() const noexcept {
+  std::uint64_t window = std::max<std::uint32_t>(options_.window, 1);
+  // Over shm, no more in flight than the SUB's channel holds: each message
+  // answers once (the master's default scatter), so its replies always fit
+  // and a client descheduled for a while (a loaded machine) loses none to
+  // the master's slow-subscriber drop (a channel full longer than
+  // shm::HostOptions::slow_subscriber_wait). Only a scatter that answers
+  // several times per message can still overrun it (lost() says so).
+  const auto* shm = dynamic_cast<const shm::ShmEndpoint*>(sub_.get());
+  if (shm != nullptr && shm->inbound_capacity() != 0) window = std::min<std::uint64_t>(window, shm->inbound_capacity());
+  return window;
+}
+
 std::uint64_t Client::sub_lost() const noexcept {
   const auto* shm = dynamic_cast<const shm::ShmEndpoint*>(sub_.get());
   return shm != nullptr ? shm->lost() : 0;
@@ -474,7 +487,7 @@ Result<std::uint64_t> Client::run_job(std::string_view function, const Make& mak
 
 Result<std::uint64_t> Client::run_master(std::string_view function, const Make& make, const OnDelivery& on_reply,
                                          std::uint64_t messages) {
-  const std::uint64_t window = std::max<std::uint32_t>(options_.window, 1);
+  const std::uint64_t window = master_window();
   JobState job(messages);
   Frame pending;  // built, not yet taken by the PUSH
   const Target target = push_target();
@@ -535,14 +548,17 @@ Result<std::uint64_t> Client::run_master(std::string_view function, const Make& 
     while (!job.finished() && sub_->try_recv(d)) progressed = take() || progressed;
     if (job.finished()) break;
     if (!progressed) {
-      // Each reply still awaited may be one of the lost (one reply per
-      // message; a scatter's extra replies only lower the count in flight):
-      // none will come, so fail now rather than after `timeout` of silence.
-      // Read at every idle round, a relaxed load: a drop counted after this
-      // look (the master was descheduled between its full check and the
+      // When every reply still awaited is one of the lost, none will come:
+      // fail now rather than after `timeout` of silence. Awaited: those of
+      // the messages in flight, or, when the caller named how many replies
+      // the job makes (a scatter may answer a message several times: the
+      // only way to overrun the capped window, master_window), those not yet
+      // come. Read at every idle round, a relaxed load: a drop counted after
+      // this look (the master was descheduled between its full check and the
       // count) is seen at the next round, or named by the timeout's message.
       const std::uint64_t n = lost();
-      const std::uint64_t in_flight = job.sent > job.got ? job.sent - job.got : 0;
+      const std::uint64_t in_flight = std::max<std::uint64_t>(
+          job.sent > job.got ? job.sent - job.got : 0, job.messages > job.got ? job.messages - job.got : 0);
       if (n != 0 && in_flight <= n) {
         return make_error(Errc::kExhausted, fmt::format("job '{}': {}; {} replies of {} came", function, lost_note(n),
                                                         job.got,

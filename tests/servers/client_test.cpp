@@ -222,12 +222,16 @@ TEST_P(ClientVsPalm, ReplyUnderAnotherTopicIsSkippedAndCounted) {
 INSTANTIATE_TEST_SUITE_P(Transports, ClientVsPalm, ::testing::Bool(),
                          [](const auto& p) { return p.param ? "Shm" : "Tcp"; });
 
-// A server that reads a whole job before it answers any of it, over shm only,
-// from a Context whose segment has channels of kCapacity and a 1 ms
-// slow_subscriber_wait: a client that stops reading loses replies at once.
+// A server that reads a whole job before it answers any of it, kFanout
+// answers per message (a scatter that answers several times: the client's
+// window, capped at its SUB channel's capacity, keeps a one-answer job from
+// ever overrunning it), over shm only, from a Context whose segment has
+// channels of kCapacity and a 1 ms slow_subscriber_wait: a client that stops
+// reading loses replies at once.
 class GatedEchoServer {
  public:
   static constexpr std::uint32_t kCapacity = 16;
+  static constexpr std::uint64_t kFanout = 10;
 
   static transport::ContextOptions options() {
     transport::ContextOptions o;
@@ -236,8 +240,8 @@ class GatedEchoServer {
     return o;
   }
 
-  // Answers the first `answered` of `messages` (the rest never), after all
-  // of them came.
+  // Publishes the first `answered` of the messages' `messages * kFanout`
+  // answers (the rest never), after all of them came.
   GatedEchoServer(transport::Context& ctx, const std::string& segment, std::uint64_t messages,
                   std::uint64_t answered)
       : ctx_(ctx), messages_(messages), answered_(answered) {
@@ -271,10 +275,11 @@ class GatedEchoServer {
       got.emplace_back(std::string(v->message.client), test::string_of(v->message.payload));
     }
     EXPECT_EQ(got.size(), messages_);
-    for (std::uint64_t k = 0; k < got.size() && k < answered_; ++k) {
+    for (std::uint64_t a = 0; a < got.size() * kFanout && a < answered_; ++a) {
+      const std::uint64_t k = a / kFanout;
       MessageView m;
       m.client = got[k].first;
-      const std::string out = "echo:" + got[k].second;
+      const std::string out = "echo:" + got[k].second + "/" + std::to_string(a % kFanout);
       m.payload = test::bytes_of(out);
       auto f = ctx_.build(m, got[k].first);
       ASSERT_TRUE(f);
@@ -299,8 +304,8 @@ class GatedEchoServer {
 
 // A job whose client stops reading (its first reply's callback blocks) while
 // the server publishes the job's answers: all but a channel's worth are
-// dropped. `answered` of `messages` are published; the job's result, with the
-// replies that came.
+// dropped. `answered` of the `messages * kFanout` answers are published; the
+// job's result, with the replies that came.
 struct SlowReaderRun {
   Result<std::uint64_t> result = 0;
   std::uint64_t received = 0;
@@ -321,7 +326,7 @@ SlowReaderRun run_slow_reader(std::uint64_t messages, std::uint64_t answered, st
     o.push_address = "shm://" + segment.name() + "/pull";
     o.sub_address = "shm://" + segment.name() + "/pub";
     o.timeout = timeout;
-    o.window = static_cast<std::uint32_t>(messages);  // every message out before any answer
+    o.window = 1000;  // capped at the SUB channel's kCapacity: every message out before any answer
     o.settle = 0ms;
     o.log_level = LogLevel::kError;
     auto c = Client::connect(*ctx, o);
@@ -341,7 +346,8 @@ SlowReaderRun run_slow_reader(std::uint64_t messages, std::uint64_t answered, st
           if (run.received++ == 0) {
             EXPECT_TRUE(server.wait_published(20s));
           }
-        });
+        },
+        messages * GatedEchoServer::kFanout);
     EXPECT_EQ((*c)->stats().received, run.received);
   }
   ctx->shutdown();
@@ -352,29 +358,104 @@ SlowReaderRun run_slow_reader(std::uint64_t messages, std::uint64_t answered, st
 // the job fails at its next idle round, naming them, not after `timeout` of
 // silence (a 60 s timeout here; the answers are out within milliseconds).
 TEST(ClientSlowReader, LostRepliesFailTheJobAtOnceNamingThem) {
-  constexpr std::uint64_t kMessages = 200;
-  const SlowReaderRun run = run_slow_reader(kMessages, kMessages, 60s);
+  constexpr std::uint64_t kMessages = GatedEchoServer::kCapacity;  // the capped window
+  constexpr std::uint64_t kReplies = kMessages * GatedEchoServer::kFanout;
+  const SlowReaderRun run = run_slow_reader(kMessages, kReplies, 60s);
   ASSERT_FALSE(run.result) << "the job ended with " << *run.result << " replies";
   EXPECT_EQ(run.result.error().code, Errc::kExhausted) << run.result.error().describe();
   // The first reply, then what one channel holds, at most.
   EXPECT_GE(run.received, 1u);
   EXPECT_LE(run.received, 1u + GatedEchoServer::kCapacity);
   const std::string& m = run.result.error().message;
-  EXPECT_NE(m.find(fmt::format("{} replies were lost", kMessages - run.received)), std::string::npos) << m;
+  EXPECT_NE(m.find(fmt::format("{} replies were lost", kReplies - run.received)), std::string::npos) << m;
   EXPECT_NE(m.find("read its SUB"), std::string::npos) << m;
-  EXPECT_NE(m.find(fmt::format("{} replies of {}", run.received, kMessages)), std::string::npos) << m;
+  EXPECT_NE(m.find(fmt::format("{} replies of {}", run.received, kReplies)), std::string::npos) << m;
+}
+
+// A one-answer job cannot overrun its SUB: the window is capped at the
+// channel's capacity, so a client that stops reading for a while (its first
+// reply's callback sleeps) loses nothing and its job completes, with a
+// window option far over the channel. The server answers in batches of up
+// to 2 channels' worth (what it gathered, after 20 ms of quiet or at 32):
+// uncapped, the client's first batch alone overruns its SUB.
+TEST(ClientSlowReader, AOneAnswerJobLosesNoneWhateverItsWindow) {
+  constexpr std::uint64_t kMessages = 300;
+  constexpr std::size_t kBatch = 2 * GatedEchoServer::kCapacity;
+  palm::test::ShmGuard segment(palm::test::unique_name("slowsub1"));
+  auto ctx = transport::Context::create(GatedEchoServer::options());
+  ASSERT_TRUE(ctx) << ctx.error().describe();
+  {
+    auto pull = ctx->open(EndpointSpec::bind_to(Pattern::kPull, "shm://" + segment.name() + "/pull"));
+    auto pub = ctx->open(EndpointSpec::bind_to(Pattern::kPub, "shm://" + segment.name() + "/pub"));
+    ASSERT_TRUE(pull && pub);
+    std::atomic<bool> stop{false};  // relaxed: a flag; the server's waits are bounded
+    std::thread server([&] {
+      const auto end = std::chrono::steady_clock::now() + 20s;
+      std::vector<std::pair<std::string, std::string>> batch;  // client, payload
+      while (!stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < end) {
+        transport::Delivery d;
+        const bool got = (*pull)->recv_for(d, 20ms) == WaitResult::kReady;
+        if (got) {
+          if (auto v = d.frame.view()) {
+            batch.emplace_back(std::string(v->message.client), test::string_of(v->message.payload));
+          }
+        }
+        if (batch.size() < kBatch && (got || batch.empty())) continue;
+        for (const auto& [client, payload] : batch) {
+          MessageView m;
+          const std::string out = "echo:" + payload;
+          m.client = client;
+          m.payload = test::bytes_of(out);
+          auto f = ctx->build(m, client);
+          ASSERT_TRUE(f);
+          EXPECT_EQ((*pub)->send_for(*f, 5s), transport::SendResult::kQueued);
+        }
+        batch.clear();
+      }
+    });
+    ClientOptions o;
+    o.server_name = "echoing";
+    o.this_config = true;
+    o.push_address = "shm://" + segment.name() + "/pull";
+    o.sub_address = "shm://" + segment.name() + "/pub";
+    o.timeout = 20s;
+    o.window = 1000;
+    o.settle = 0ms;
+    o.log_level = LogLevel::kError;
+    auto c = Client::connect(*ctx, o);
+    ASSERT_TRUE(c) << c.error().describe();
+    std::uint64_t next = 0, received = 0;
+    auto r = (*c)->job(
+        "echoing.echo",
+        [&](std::string& p) {
+          if (next == kMessages) return false;
+          p = std::to_string(next++);
+          return true;
+        },
+        [&](std::string_view) {
+          if (received++ == 0) std::this_thread::sleep_for(300ms);  // far past slow_subscriber_wait
+        });
+    stop.store(true, std::memory_order_relaxed);
+    server.join();
+    ASSERT_TRUE(r) << r.error().describe();
+    EXPECT_EQ(*r, kMessages);
+    EXPECT_EQ(received, kMessages);
+    EXPECT_EQ((*c)->stats().received, kMessages);
+  }
+  ctx->shutdown();
 }
 
 // While replies the server still holds may come, losses alone do not end the
 // job; if it then times out, the message names the losses.
 TEST(ClientSlowReader, TimeoutNamesTheLostReplies) {
-  constexpr std::uint64_t kMessages = 200;
-  const SlowReaderRun run = run_slow_reader(kMessages, kMessages - 1, 1000ms);  // the last one never answered
+  constexpr std::uint64_t kMessages = GatedEchoServer::kCapacity;
+  constexpr std::uint64_t kReplies = kMessages * GatedEchoServer::kFanout;
+  const SlowReaderRun run = run_slow_reader(kMessages, kReplies - 1, 1000ms);  // the last one never answered
   ASSERT_FALSE(run.result) << "the job ended with " << *run.result << " replies";
   EXPECT_EQ(run.result.error().code, Errc::kTimeout) << run.result.error().describe();
   const std::string& m = run.result.error().message;
   EXPECT_NE(m.find("nothing sent or received for 1000 ms"), std::string::npos) << m;
-  EXPECT_NE(m.find(fmt::format("{} replies were lost", kMessages - 1 - run.received)), std::string::npos) << m;
+  EXPECT_NE(m.find(fmt::format("{} replies were lost", kReplies - 1 - run.received)), std::string::npos) << m;
 }
 
 }  // namespace

@@ -275,6 +275,7 @@ class PeerEndpoint final : public ShmEndpoint {
   std::vector<PeerStatus> peer_status() const override;
   std::uint64_t nonce() const noexcept override { return p_.segment.nonce(); }
   std::uint64_t lost() const noexcept override;
+  std::size_t inbound_capacity() const noexcept override { return p_.to_peer->capacity(); }
 
   // kSub: waits (bounded by `deadline`, woken by the owner's ring of this
   // entry's doorbell) until the owner acknowledged topic list `seq` (the

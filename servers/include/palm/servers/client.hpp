@@ -73,6 +73,8 @@ struct ClientOptions {
   // Wait `settle` on a shm SUB too (not needed: see the header comment).
   bool shm_settle = false;
   // job(): messages in flight (sent, reply not yet received) at most.
+  // Through a master over shm, also at most the SUB channel's capacity
+  // (1024 by default): then a slow reader loses no reply.
   std::uint32_t window = 256;
   // When set and true, a waiting call gives up within about 100 ms with
   // Errc::kClosed ("interrupted"): a signal handler's flag (the CLI).
@@ -251,6 +253,9 @@ class Client {
   // slowly (a shm SUB: shm::ShmEndpoint::lost); 0 on ZeroMQ, which does not
   // tell a subscriber what it missed.
   std::uint64_t sub_lost() const noexcept;
+  // The messages a job keeps in flight through the master: options' window,
+  // at most the shm SUB channel's capacity.
+  std::uint64_t master_window() const noexcept;
   std::string sub_name() const;  // the SUB's address, and the shm one carrying it
   tl::unexpected<Error> cancelled_error();
 

@@ -119,6 +119,10 @@ class ShmEndpoint : public transport::Endpoint {
   // without peer_status()'s allocations, for a check in a receive loop. 0 on
   // other endpoints. Stale on return; nothing rings when it grows.
   virtual std::uint64_t lost() const noexcept { return 0; }
+  // Connected side: the messages the channel toward this endpoint holds (a
+  // kSub's replies in flight beyond it may be dropped by a publisher:
+  // lost()). 0 on the bound side, which has a channel per peer.
+  virtual std::size_t inbound_capacity() const noexcept { return 0; }
   // The doorbell in the segment that this endpoint's messages ring (bound
   // side: the service's, rung by every peer's send and pop; connected side:
   // the peer entry's, rung by the host). A thread that serves this endpoint

@@ -1,5 +1,6 @@
 // A producer much faster than the farm (DESIGN.md "Backpressure without
-// deadlock"): the client may have 20 000 messages in flight, the master 16
+// deadlock"): the client asks for 20 000 messages in flight (its window is
+// capped at its SUB channel's 1024: Client::master_window), the master 16
 // (its window: the workers' credits would take 128). Memory stays bounded: the master's
 // in-flight count never passes its window, the segment's pool is never
 // exhausted (what is allocated is bounded by the channels' capacities, not

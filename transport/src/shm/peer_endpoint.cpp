@@ -141,7 +141,7 @@ bool PeerEndpoint::recv_locked(Delivery& out) noexcept {
       continue;
     }
     Frame f(pool_, p_.slot, Handle::from_bits(item.handle));
-    auto view = f.view();
+    const FrameView* view = f.peek();  // validated once and kept in f: no copy
     if (!view) {
       Counters::add(counters_.malformed);
       continue;

@@ -361,7 +361,7 @@ bool HostEndpoint::recv_locked(Delivery& out) noexcept {
         return true;
       }
       Frame f(pool, core_->slot(), Handle::from_bits(item.handle));
-      auto view = f.view();
+      const FrameView* view = f.peek();  // validated once and kept in f: no copy
       if (!view) {
         Counters::add(counters_.malformed);  // f releases it
         continue;

@@ -105,7 +105,14 @@ TEST_P(ShortPusher, WhatItPublishedBeforeExitingUnregisteredIsDelivered) {
   Delivery extra;
   EXPECT_FALSE((*results)->try_recv(extra)) << "each message once";
   EXPECT_EQ((*results)->stats().messages_in, kCount);
-  EXPECT_EQ(host->dead_peers(), mode == "exit" ? 1u : 0u);
+  // An entry left Attached is discarded as dead, found by the liveness
+  // check; a Leaving one as dead too if that check ran in the same scan
+  // (its process is gone by then), else as departed.
+  if (mode == "exit") {
+    EXPECT_EQ(host->dead_peers(), 1u);
+  } else {
+    EXPECT_LE(host->dead_peers(), 1u);
+  }
   host->shutdown();
   EXPECT_TRUE(host->pool().stats().all_free()) << "every block back in the pool, the dead pusher's slot too";
 }

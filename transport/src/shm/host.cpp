@@ -286,49 +286,7 @@ void HostCore::scan(bool check_liveness) {
         break;
       case PeerState::kAttached: {
         if (!reg) {
-          Registered r;
-          r.generation = e.generation;
-          const std::uint32_t s = e.service;
-          HostEndpoint* ep = s < kMaxServices ? services_[s] : nullptr;
-          auto th = table_.to_host(i);
-          auto tp = table_.to_peer(i);
-          const auto want = ep != nullptr ? peer_pattern_for(ep->pattern()) : std::nullopt;
-          if (ep != nullptr && th && tp && want && static_cast<std::uint32_t>(*want) == e.pattern) {
-            std::vector<std::string> topics;
-            std::uint32_t seq = 0;
-            // A torn read (the peer writing: not while it connects) leaves
-            // topic_seq 0 here, so the next scan reads the topics again.
-            const bool topics_read = *want == Pattern::kSub && read_topics(e, topics, seq);
-            if (topics_read) r.topic_seq = seq;
-            ep->add_peer(i, r.generation, *th, *tp, e.credits, std::move(topics));
-            r.ep = ep;
-            if (topics_read) {
-              // (K0) release, after add_peer (which put the subscriber, with
-              // its topics, in the endpoint's list under the endpoint's
-              // mutex): pairs with (K2), the subscriber's acquire wait in
-              // connect. A thread that sees the ack happens after the
-              // insertion, so a publish that follows it (in that thread, or
-              // in one it synchronized with) takes the endpoint's mutex after
-              // it and serves the subscriber. Rung below.
-              atomic_of(e.topic_ack).store(seq, std::memory_order_release);
-            }
-            palm::transport::detail::log().info("shm {}: peer {} (pid {}) attached to {}", name(), i, pid,
-                                                ep->address());
-          }
-          reg = r;
-          // Its death wakes this thread at once (a SIGKILLed peer rings
-          // nobody): the liveness period is only a backstop then.
-          const std::uint64_t start = atomic_of(e.start_time).load(std::memory_order_relaxed);  // as is_alive
-          peer_death_[i] = DeathWatch::watch(ProcessId{pid, start}, [this] {
-            death_seen_.store(true, std::memory_order_relaxed);
-            table_.control().ring();
-          });
-          changed_.notify_all();
-          // After (K0): the ring's seq_cst RMW (R1) follows the ack, so a
-          // subscriber asleep in connect wakes and sees it (the doorbell's
-          // no-lost-wake-up protocol). Rung also for a peer the host will
-          // not serve (its service closed meanwhile): it wakes and sees that.
-          table_.entry_bell(i).ring(Doorbell::kWakeAll);
+          register_peer(i, pid, false);
         } else if (reg->ep != nullptr && reg->ep->pattern() == Pattern::kPub) {
           // relaxed: a hint, read_topics re-reads it under its seqlock.
           if (atomic_of(e.topic_seq).load(std::memory_order_relaxed) != reg->topic_seq) {
@@ -351,10 +309,82 @@ void HostCore::scan(bool check_liveness) {
         break;
       }
       case PeerState::kLeaving:
+        // A peer that attached, sent and left (a short-lived pusher that
+        // closed and exited) before this thread registered it: register it
+        // now, so discard() hands what it published to its service
+        // (remove_peer delivers it) instead of releasing complete messages
+        // as orphans. Orderings relied on, none added:
+        // - Leaving is reached from Attached only (E7, a CAS), so the entry
+        //   is whole: (E4) read it with acquire, and (E7) is a release whose
+        //   thread happens after (E3) (it holds the endpoint connect
+        //   returned): the fields and formatted rings are seen.
+        // - Each item in [head, tail) is a message published whole: the
+        //   pop's acquire load of tail pairs with the push's release store
+        //   (channel.hpp, send 3); a peer that died before that store left
+        //   no item. (A Claiming entry, a peer that died mid-attach, is
+        //   never registered: discard() does not touch its rings.)
+        if (!reg) register_peer(i, pid, true);
         discard(i, w, check_liveness && !is_alive());
         break;
     }
   }
+}
+
+void HostCore::register_peer(std::uint32_t i, pid_t pid, bool departed) {
+  PeerEntry& e = table_.entry(i);
+  auto& reg = registered_[i];
+  // The caller read Attached or Leaving with acquire (E4): the fields the
+  // peer wrote while Claiming (service, pattern, credits, topics,
+  // generation) and its formatted rings are visible; they do not change
+  // until the entry is Free again, which only this thread makes it.
+  Registered r;
+  r.generation = e.generation;
+  const std::uint32_t s = e.service;
+  HostEndpoint* ep = s < kMaxServices ? services_[s] : nullptr;
+  auto th = table_.to_host(i);
+  auto tp = table_.to_peer(i);
+  const auto want = ep != nullptr ? peer_pattern_for(ep->pattern()) : std::nullopt;
+  if (ep != nullptr && th && tp && want && static_cast<std::uint32_t>(*want) == e.pattern) {
+    std::vector<std::string> topics;
+    std::uint32_t seq = 0;
+    // A departed subscriber's topics are not put in force (nothing will
+    // be published to it, and they would count in subscriptions_seen), nor
+    // acknowledged: nobody waits for the ack.
+    // A torn read (the peer writing: not while it connects) leaves
+    // topic_seq 0 here, so the next scan reads the topics again.
+    const bool topics_read = !departed && *want == Pattern::kSub && read_topics(e, topics, seq);
+    if (topics_read) r.topic_seq = seq;
+    ep->add_peer(i, r.generation, *th, *tp, e.credits, std::move(topics));
+    r.ep = ep;
+    if (topics_read) {
+      // (K0) release, after add_peer (which put the subscriber, with its
+      // topics, in the endpoint's list under the endpoint's mutex): pairs
+      // with (K2), the subscriber's acquire wait in connect. A thread that
+      // sees the ack happens after the insertion, so a publish that follows
+      // it (in that thread, or in one it synchronized with) takes the
+      // endpoint's mutex after it and serves the subscriber. Rung below.
+      atomic_of(e.topic_ack).store(seq, std::memory_order_release);
+    }
+    palm::transport::detail::log().info("shm {}: peer {} (pid {}) {} {}", name(), i, pid,
+                                        departed ? "left before it was registered; delivering what it sent to"
+                                                 : "attached to",
+                                        ep->address());
+  }
+  reg = r;
+  changed_.notify_all();
+  if (departed) return;  // discarded next by the caller: nothing to watch or wake
+  // Its death wakes this thread at once (a SIGKILLed peer rings nobody):
+  // the liveness period is only a backstop then.
+  const std::uint64_t start = atomic_of(e.start_time).load(std::memory_order_relaxed);  // as is_alive
+  peer_death_[i] = DeathWatch::watch(ProcessId{pid, start}, [this] {
+    death_seen_.store(true, std::memory_order_relaxed);
+    table_.control().ring();
+  });
+  // After (K0): the ring's seq_cst RMW (R1) follows the ack, so a subscriber
+  // asleep in connect wakes and sees it (the doorbell's no-lost-wake-up
+  // protocol). Rung also for a peer the host will not serve (its service
+  // closed meanwhile): it wakes and sees that.
+  table_.entry_bell(i).ring(Doorbell::kWakeAll);
 }
 
 void HostCore::discard(std::uint32_t i, std::uint64_t seen, bool dead) {

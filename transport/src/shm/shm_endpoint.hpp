@@ -115,6 +115,11 @@ class HostCore : public std::enable_shared_from_this<HostCore> {
   void monitor_loop() noexcept;
   void scan(bool check_liveness);
   void sweep_pool_slots() noexcept;
+  // Under mu_, for an entry read Attached or Leaving (acquire, (E4)) and not
+  // registered yet: adds it to its service's endpoint (if that is bound and
+  // of the matching pattern) and records it. `departed` (Leaving): only so
+  // that discard() delivers what it published; no topics, watch or wake-up.
+  void register_peer(std::uint32_t index, pid_t pid, bool departed);
   void discard(std::uint32_t index, std::uint64_t seen_state, bool dead);
 
   Segment segment_;

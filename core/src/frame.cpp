@@ -182,6 +182,48 @@ Result<FrameView> Frame::view() const noexcept {
   return view_frame(*pool_, handle_);  // refused: says why
 }
 
+namespace {
+
+// head_size, tail_size and layout_for of a message, which depend on its
+// shape only: every length, the stage and flags (their varints are in the
+// head and tail), the dispatch id's varint width (its value is patched
+// into the layout by the caller).
+struct Shape {
+  std::array<std::size_t, 7> lengths{};  // pipeline, client, function, cache, payload, error, unknown
+  std::int64_t stage = 0;
+  std::uint32_t flags = 0;
+  std::size_t id_width = 0;  // bytes of the dispatch id field (0: absent)
+  bool valid = false;
+  std::size_t head = 0;
+  std::size_t tail = 0;
+  WireLayout layout;
+};
+
+// The last shape this thread saw, recomputed when another comes.
+const Shape& shape_of(const MessageView& m, std::size_t payload_len) noexcept {
+  thread_local Shape last;
+  const std::array<std::size_t, 7> lengths{m.pipeline.size(), m.client.size(), m.function.size(), m.cache.size(),
+                                           payload_len,       m.error.size(),  m.unknown.size()};
+  MessageView bare;  // the dispatch id alone: its field's size
+  bare.dispatch_id = m.dispatch_id;
+  const std::size_t id_width = tail_size(bare);
+  if (last.valid && last.lengths == lengths && last.stage == m.stage && last.flags == m.flags &&
+      last.id_width == id_width) {
+    return last;
+  }
+  last.lengths = lengths;
+  last.stage = m.stage;
+  last.flags = m.flags;
+  last.id_width = id_width;
+  last.head = head_size(m, payload_len);
+  last.tail = tail_size(m);
+  last.layout = layout_for(m, payload_len);
+  last.valid = true;
+  return last;
+}
+
+}  // namespace
+
 bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
   const FrameView* v = peek();
   if (v == nullptr || m.payload.empty() || m.payload.data() != v->message.payload.data() ||
@@ -189,9 +231,9 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
     return false;
   }
   if (!pool_->sole_reference(handle_)) return false;
-  auto block = pool_->resolve(handle_);
-  if (!block) return false;
-  std::byte* const data = block->data;
+  BlockView block;
+  if (!pool_->try_resolve(handle_, block)) return false;
+  std::byte* const data = block.data;
   const std::size_t payload_at = static_cast<std::size_t>(m.payload.data() - data);
   const std::size_t payload_len = m.payload.size();
 
@@ -221,19 +263,23 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
   n.unknown = std::as_bytes(std::span<const char>(unknown.data(), unknown.size()));
   new_topic = keep(topic);
 
-  const std::size_t head = head_size(n, payload_len);
-  const std::size_t tail = tail_size(n);
+  // The sizes and layout of this shape of message, computed once per
+  // shape: a master rewrites a stream of messages of one shape (the same
+  // field lengths, stage and flags; dispatch ids of one varint width).
+  const Shape& shape = shape_of(n, payload_len);
+  const std::size_t head = shape.head;
+  const std::size_t tail = shape.tail;
   const std::size_t topic_end = kFrameHeaderBytes + new_topic.size();
   std::size_t wire_offset = 0;
   std::size_t new_payload_at = payload_at;
-  if (payload_at >= topic_end + head && payload_at + payload_len + tail <= block->capacity) {
+  if (payload_at >= topic_end + head && payload_at + payload_len + tail <= block.capacity) {
     wire_offset = payload_at - head;  // the payload stays where it is
   } else {
     // No room around it: the message moves to the start of the wire area
     // (one memmove of the payload, still no new block).
     wire_offset = wire_start(new_topic.size());
     new_payload_at = wire_offset + head;
-    if (new_payload_at + payload_len + tail > block->capacity) return false;  // nothing written yet
+    if (new_payload_at + payload_len + tail > block.capacity) return false;  // nothing written yet
     std::memmove(data + new_payload_at, data + payload_at, payload_len);
   }
   // The payload is in place: the head and tail never overlap it.
@@ -242,7 +288,11 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
   const std::size_t tail_written =
       encode_tail(n, std::span<std::byte>(data + new_payload_at + payload_len, tail));
   PALM_ASSERT(tail_written == tail);
-  const WireLayout layout = layout_for(n, payload_len);
+  WireLayout layout = shape.layout;
+  layout.dispatch_id = n.dispatch_id;  // the one value a shape leaves open
+#ifndef NDEBUG
+  PALM_ASSERT(layout == layout_for(n, payload_len));  // the memo's premise, checked in the sanitizer builds
+#endif
   write_header(data, new_topic, wire_offset, layout);
   (void)pool_->set_used(handle_, wire_offset + layout.size);
   // The new view, from what was just written: a holder that views the frame

@@ -397,6 +397,56 @@ TEST_F(FrameTest, RewriteStampsFieldsAroundThePayloadInTheSameBlock) {
   EXPECT_EQ(kept.message.dispatch_id, parsed->message.dispatch_id);
 }
 
+// Rewrites in a row, as a master makes them: a thread keeps the sizes and
+// layout of the last shape of message it rewrote. Whatever changes from one
+// to the next (the dispatch id's value or width, the stage, a field's
+// length, the payload's), every frame must be encode()'s bytes, and its
+// kept view the parse's.
+TEST_F(FrameTest, RewritesInARowMatchEncodeWhateverTheShape) {
+  struct Step {
+    std::uint64_t id;
+    std::int64_t stage;
+    std::string_view cache;
+    std::size_t payload;
+  };
+  const Step steps[] = {
+      {1, 0, "d18e4a53-41a4-413e-8ce7-fe8533e469fe", 64},   {2, 0, "a18e4a53-41a4-413e-8ce7-fe8533e469fe", 64},
+      {300, 0, "b18e4a53-41a4-413e-8ce7-fe8533e469fe", 64}, {301, 0, "c18e4a53-41a4-413e-8ce7-fe8533e469fe", 64},
+      {0, 0, "d18e4a53-41a4-413e-8ce7-fe8533e469fe", 64},   {7, 1, "d18e4a53-41a4-413e-8ce7-fe8533e469fe", 64},
+      {7, 1, "short", 64},                                  {7, 1, "short", 65},
+      {UINT64_MAX, 1, "short", 65},                         {5, 1, "short", 65},
+  };
+  for (std::size_t i = 0; i < std::size(steps); ++i) {
+    const Step& st = steps[i];
+    const std::string payload(st.payload, static_cast<char>('a' + i));
+    MessageView m = sample(bytes_of(payload));
+    m.cache = {};
+    auto f = Frame::build(*pool_, slot_, m);
+    ASSERT_TRUE(f) << f.error().describe();
+    auto v = f->view();
+    ASSERT_TRUE(v);
+    MessageView stamped = v->message;
+    stamped.cache = st.cache;
+    stamped.dispatch_id = st.id;
+    stamped.stage = st.stage;
+    ASSERT_TRUE(f->rewrite(stamped)) << "step " << i;
+    MessageView want = m;
+    want.cache = st.cache;
+    want.dispatch_id = st.id;
+    want.stage = st.stage;
+    const auto bytes = encoded(want);
+    auto parsed = view_frame(*pool_, f->handle());
+    ASSERT_TRUE(parsed) << "step " << i << ": " << parsed.error().describe();
+    ASSERT_EQ(parsed->wire.size(), bytes.size()) << "step " << i;
+    EXPECT_EQ(std::memcmp(parsed->wire.data(), bytes.data(), bytes.size()), 0) << "step " << i;
+    ASSERT_NE(f->cached_view(), nullptr);
+    EXPECT_EQ(f->cached_view()->message.dispatch_id, st.id) << "step " << i;
+    EXPECT_EQ(f->cached_view()->message.stage, st.stage) << "step " << i;
+    EXPECT_EQ(f->cached_view()->message.cache, st.cache) << "step " << i;
+    EXPECT_EQ(f->cached_view()->wire.size(), bytes.size()) << "step " << i;
+  }
+}
+
 TEST_F(FrameTest, RewriteMovesThePayloadWhenTheRoomIsShortAndRefusesWhatCannotBeDone) {
   // A frame parsed from a pylm peer's golden bytes: a long topic eats the
   // room before the head, so the payload moves (one memmove, same block).

@@ -57,7 +57,11 @@ Result<Frame> build_result(BlockPool& pool, SlotId slot, const MessageView& fiel
     }
     return Frame::build(pool, slot, m, topic);
   }
-  FrameWriter writer;
+  // One writer per thread, reused: its plan's buffers are allocated once
+  // (a result's fields differ per message, the cache key at least, so the
+  // plan is made anew each time, into the same buffers). Every return
+  // leaves it holding no block.
+  thread_local FrameWriter writer;
   if (auto r = writer.begin(pool, slot, fields, topic, output.fill_max()); !r) {
     return tl::unexpected(std::move(r.error()));
   }
@@ -67,6 +71,9 @@ Result<Frame> build_result(BlockPool& pool, SlotId slot, const MessageView& fiel
   } catch (const std::exception& e) {
     writer.abandon();
     return make_error(Errc::kInvalidArgument, fmt::format("the result's filler failed: {}", e.what()));
+  } catch (...) {
+    writer.abandon();
+    throw;
   }
   if (written > output.fill_max()) {
     writer.abandon();
@@ -75,7 +82,10 @@ Result<Frame> build_result(BlockPool& pool, SlotId slot, const MessageView& fiel
                                   output.fill_max()));
   }
   auto handle = writer.commit(written);
-  if (!handle) return tl::unexpected(std::move(handle.error()));
+  if (!handle) {
+    writer.abandon();
+    return tl::unexpected(std::move(handle.error()));
+  }
   return Frame(pool, slot, *handle);
 }
 

@@ -358,10 +358,10 @@ std::array<std::string_view, 6> plan_strings(const MessageView& m) noexcept {
 }  // namespace
 
 bool FrameWriter::Plan::matches(const BlockPool& p, const MessageView& m, std::string_view topic,
-                                std::size_t max) const noexcept {
+                                std::size_t max, std::size_t tail_bytes) const noexcept {
   if (pool != &p || max_payload != max || stage != m.stage || flags != m.flags) return false;
   // A wider dispatch id needs a larger block (the tail follows the payload).
-  if (tail_size(m) > room_tail) return false;
+  if (tail_bytes > room_tail) return false;
   const auto strings = plan_strings(m);
   std::size_t at = 0;
   const auto same = [&](std::size_t i, std::string_view v) {
@@ -408,7 +408,9 @@ Result<void> FrameWriter::begin(BlockPool& pool, SlotId slot, const MessageView&
                                 std::string_view topic, std::size_t max_payload) noexcept {
   abandon();
   if (topic.size() > kMaxTopicBytes) return tl::unexpected(topic_too_large(topic.size()));
-  if (!plan_.matches(pool, fields, topic, max_payload)) {
+  // The tail's size, once a message: the plan's test and commit need it.
+  tail_len_ = tail_size(fields);
+  if (!plan_.matches(pool, fields, topic, max_payload, tail_len_)) {
     try {
       plan_.reset(pool, fields, topic, max_payload);
     } catch (const std::bad_alloc&) {
@@ -438,7 +440,7 @@ Result<Handle> FrameWriter::commit(std::size_t payload_length) noexcept {
                                              " bytes exceeds the " +
                                              std::to_string(payload_.size()) + " reserved");
   }
-  const std::size_t tail_len = tail_size(fields_);  // <= plan_.room_tail (begin)
+  const std::size_t tail_len = tail_len_;  // <= plan_.room_tail (begin)
   if (payload_length != plan_.length || tail_len != plan_.tail) {
     // A new payload length (or dispatch id width): encode the head and the
     // layout again. Otherwise they are the last message's: the head holds

@@ -265,8 +265,8 @@ class FrameWriter {
     std::size_t tail = 0;
     std::vector<std::byte> head;
     WireLayout layout;
-    bool matches(const BlockPool& p, const MessageView& m, std::string_view topic,
-                 std::size_t max) const noexcept;
+    bool matches(const BlockPool& p, const MessageView& m, std::string_view topic, std::size_t max,
+                 std::size_t tail_bytes) const noexcept;
     void reset(const BlockPool& p, const MessageView& m, std::string_view topic, std::size_t max);
   };
 
@@ -277,6 +277,7 @@ class FrameWriter {
   MessageView fields_;
   std::span<std::byte> payload_;
   std::size_t payload_offset_ = 0;  // from data_
+  std::size_t tail_len_ = 0;        // tail_size(fields_), from begin
   Plan plan_;
 };
 

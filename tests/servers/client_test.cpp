@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -222,6 +223,31 @@ TEST_P(ClientVsPalm, ReplyUnderAnotherTopicIsSkippedAndCounted) {
 INSTANTIATE_TEST_SUITE_P(Transports, ClientVsPalm, ::testing::Bool(),
                          [](const auto& p) { return p.param ? "Shm" : "Tcp"; });
 
+// A client of a slow-reader test's server: shm PUSH and SUB straight to
+// SEGMENT's "pull" and "pub", a window far over their channels.
+ClientOptions slow_reader_options(const std::string& segment, std::string server,
+                                  std::chrono::milliseconds timeout) {
+  ClientOptions o;
+  o.server_name = std::move(server);
+  o.this_config = true;
+  o.push_address = "shm://" + segment + "/pull";
+  o.sub_address = "shm://" + segment + "/pub";
+  o.timeout = timeout;
+  o.window = 1000;  // capped at the SUB channel's capacity (Client::master_window)
+  o.settle = 0ms;
+  o.log_level = LogLevel::kError;
+  return o;
+}
+
+// A job's payloads: "0", "1", ... up to `count` of them (`next` counts).
+std::function<bool(std::string&)> numbered_payloads(std::uint64_t& next, std::uint64_t count) {
+  return [&next, count](std::string& p) {
+    if (next == count) return false;
+    p = std::to_string(next++);
+    return true;
+  };
+}
+
 // A server that reads a whole job before it answers any of it, kFanout
 // answers per message (a scatter that answers several times: the client's
 // window, capped at its SUB channel's capacity, keeps a one-answer job from
@@ -320,27 +346,14 @@ SlowReaderRun run_slow_reader(std::uint64_t messages, std::uint64_t answered, st
     GatedEchoServer server(*ctx, segment.name(), messages, answered);
     EXPECT_TRUE(server.up());
     if (!server.up()) return run;
-    ClientOptions o;
-    o.server_name = "gated";
-    o.this_config = true;
-    o.push_address = "shm://" + segment.name() + "/pull";
-    o.sub_address = "shm://" + segment.name() + "/pub";
-    o.timeout = timeout;
-    o.window = 1000;  // capped at the SUB channel's kCapacity: every message out before any answer
-    o.settle = 0ms;
-    o.log_level = LogLevel::kError;
-    auto c = Client::connect(*ctx, o);
+    // Every message out before any answer: the window is kCapacity.
+    auto c = Client::connect(*ctx, slow_reader_options(segment.name(), "gated", timeout));
     EXPECT_TRUE(c) << c.error().describe();
     if (!c) return run;
     EXPECT_EQ((*c)->sub_scheme(), transport::Scheme::kShm);
     std::uint64_t next = 0;
     run.result = (*c)->job(
-        "gated.echo",
-        [&](std::string& p) {
-          if (next == messages) return false;
-          p = std::to_string(next++);
-          return true;
-        },
+        "gated.echo", numbered_payloads(next, messages),
         [&](std::string_view) {
           // The first reply holds the client until every answer went out.
           if (run.received++ == 0) {
@@ -413,25 +426,11 @@ TEST(ClientSlowReader, AOneAnswerJobLosesNoneWhateverItsWindow) {
         batch.clear();
       }
     });
-    ClientOptions o;
-    o.server_name = "echoing";
-    o.this_config = true;
-    o.push_address = "shm://" + segment.name() + "/pull";
-    o.sub_address = "shm://" + segment.name() + "/pub";
-    o.timeout = 20s;
-    o.window = 1000;
-    o.settle = 0ms;
-    o.log_level = LogLevel::kError;
-    auto c = Client::connect(*ctx, o);
+    auto c = Client::connect(*ctx, slow_reader_options(segment.name(), "echoing", 20s));
     ASSERT_TRUE(c) << c.error().describe();
     std::uint64_t next = 0, received = 0;
     auto r = (*c)->job(
-        "echoing.echo",
-        [&](std::string& p) {
-          if (next == kMessages) return false;
-          p = std::to_string(next++);
-          return true;
-        },
+        "echoing.echo", numbered_payloads(next, kMessages),
         [&](std::string_view) {
           if (received++ == 0) std::this_thread::sleep_for(300ms);  // far past slow_subscriber_wait
         });

@@ -34,15 +34,10 @@ using test::monitor_gate;
 using test::numbered;
 using test::read_numbered;
 using test::small_host;
+using test::to;
 using transport::Delivery;
 using transport::Pattern;
 using transport::SendResult;
-
-ConnectOptions to(const char* service) {
-  ConnectOptions o;
-  o.service = service;
-  return o;
-}
 
 // args: segment, count, "close" | "exit". Pushes ids [0, count) to
 // "results", then closes its endpoint (or not) and _exits: no destructor,

@@ -28,15 +28,10 @@ using test::monitor_gate;
 using test::numbered;
 using test::read_numbered;
 using test::small_host;
+using test::to;
 using transport::Delivery;
 using transport::Pattern;
 using transport::SendResult;
-
-ConnectOptions to(const char* service) {
-  ConnectOptions o;
-  o.service = service;
-  return o;
-}
 
 TEST(ShmDepartedPeer, WhatAPusherPublishedBeforeItLeftUnregisteredIsDelivered) {
   constexpr std::uint64_t kCount = 200;  // < the channel's capacity: never full

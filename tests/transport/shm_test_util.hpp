@@ -51,6 +51,13 @@ inline std::optional<Numbered> read_numbered(const Frame& f) {
 }
 
 // A small segment: a few MiB of blocks, short liveness period.
+// Connect options naming the bound service to attach to.
+inline ConnectOptions to(const char* service) {
+  ConnectOptions o;
+  o.service = service;
+  return o;
+}
+
 inline HostOptions small_host(std::uint32_t capacity = 256) {
   HostOptions o;
   o.pool = PoolConfig{};

@@ -165,6 +165,21 @@ void Part::run() noexcept {
     return std::any_of(members.begin(), members.end(),
                        [](const Part* m) { return m->stopping() || !m->backlog_.empty() || m->wants_ticks(); });
   };
+  // Spin before sleeping as long as the endpoint most worth it (a shm
+  // peer's), not at all if every endpoint is fed through ZeroMQ's sleeping
+  // threads (Endpoint::wait_spin); a part with routes only spins the
+  // default (its producers are threads of this process).
+  const auto spin = [&members] {
+    bool any = false;
+    std::chrono::nanoseconds most{0};
+    for (const Part* m : members) {
+      for (const auto& ep : m->endpoints_) {
+        any = true;
+        most = std::max(most, ep->wait_spin());
+      }
+    }
+    return any ? most : Doorbell::default_spin();
+  };
   for (;;) {
     bool alive = false;
     if (round(alive)) continue;
@@ -175,7 +190,7 @@ void Part::run() noexcept {
           const bool did = round(still);
           return did || !still;
         },
-        timed() ? std::min<std::chrono::milliseconds>(wait_cap_, env_.poll) : wait_cap_);
+        timed() ? std::min<std::chrono::milliseconds>(wait_cap_, env_.poll) : wait_cap_, spin());
   }
   // release: pairs with join()'s acquire; everything the thread did is seen.
   running_.store(false, std::memory_order_release);

@@ -148,6 +148,25 @@ TEST_F(ContextShm, ConnectToAMissingSegmentIsNotFound) {
   EXPECT_EQ(ep.error().code, Errc::kNotFound) << ep.error().describe();
 }
 
+// A thread waiting on a bound service spins only while a peer could hand it
+// something; a peer spins (its host hands messages over directly).
+TEST_F(ContextShm, AServiceSpinsOnlyWhileItHasPeers) {
+  auto pull = ctx().open(EndpointSpec::bind_to(Pattern::kPull, addr("in")));
+  ASSERT_TRUE(pull) << pull.error().describe();
+  EXPECT_EQ((*pull)->wait_spin(), 0ns);
+  const auto spin_becomes = [&](std::chrono::nanoseconds want) {
+    for (int i = 0; i < 500 && (*pull)->wait_spin() != want; ++i) std::this_thread::sleep_for(10ms);
+    return (*pull)->wait_spin() == want;
+  };
+  {
+    auto push = ctx().open(EndpointSpec::connect_to(Pattern::kPush, addr("in")));
+    ASSERT_TRUE(push) << push.error().describe();
+    EXPECT_EQ((*push)->wait_spin(), Doorbell::default_spin());
+    EXPECT_TRUE(spin_becomes(Doorbell::default_spin()));
+  }
+  EXPECT_TRUE(spin_becomes(0ns)) << "the peer left";
+}
+
 TEST_F(ContextShm, ShutdownRemovesTheSegmentAndRefusesOpens) {
   auto pull = ctx().open(EndpointSpec::bind_to(Pattern::kPull, addr("in")));
   ASSERT_TRUE(pull);

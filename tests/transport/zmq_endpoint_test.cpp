@@ -90,6 +90,31 @@ TEST_F(Endpoints, TcpBindReportsThePortChosen) {
   EXPECT_EQ(pull->scheme(), Scheme::kTcp);
 }
 
+// What a ZeroMQ endpoint waits for comes through sleeping threads: its
+// waits do not spin unless the context says so.
+TEST_F(Endpoints, WaitsSpinOnlyAsTheContextSays) {
+  {
+    auto [push, pull] = pipe();
+    ASSERT_TRUE(push && pull);
+    EXPECT_EQ(push->wait_spin(), 0ns);
+    EXPECT_EQ(pull->wait_spin(), 0ns);
+  }
+  ContextOptions o;
+  o.transport.wait_spin = 30us;
+  make(o);
+  auto [push2, pull2] = pipe();
+  ASSERT_TRUE(push2 && pull2);
+  EXPECT_EQ(pull2->wait_spin(), 30us);
+  // Either way a wait still ends on its message.
+  Frame f = make_msg(ctx(), "test", "work", 7);
+  ASSERT_EQ(push2->send_for(f, 5s), SendResult::kQueued);
+  Delivery d;
+  ASSERT_EQ(pull2->recv_for(d, 5s), WaitResult::kReady);
+  auto m = read_msg(d);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->seq, 7u);
+}
+
 // A master hands work to pylm workers only while one is connected: a bound
 // push counts its connections as they come and go.
 TEST_F(Endpoints, ABoundPushCountsItsConnections) {

@@ -81,6 +81,7 @@ void HostEndpoint::add_peer(std::uint32_t index, std::uint32_t generation, Chann
     const std::uint64_t subs = topics.empty() ? 0 : topics.size();
     p.topics = std::move(topics);
     peers_.push_back(std::move(p));
+    peer_count_.store(static_cast<std::uint32_t>(peers_.size()), std::memory_order_relaxed);
     if (pattern_ == Pattern::kDispatcher) {
       Delivery joined;
       joined.event = Event::kPeerJoined;
@@ -119,6 +120,7 @@ void HostEndpoint::remove_peer(std::uint32_t index, bool dead) {
     if (it == peers_.end()) return;
     LocalPeer p = std::move(*it);
     peers_.erase(it);
+    peer_count_.store(static_cast<std::uint32_t>(peers_.size()), std::memory_order_relaxed);
     if (rr_ >= peers_.size()) rr_ = 0;
     // What the peer sent before it went is delivered (each item was
     // published whole), then its departure: the order a dispatcher expects.
@@ -163,6 +165,7 @@ void HostEndpoint::detach_from_core() noexcept {
   // The peers become orphans: the monitor (or nobody, at shutdown) discards
   // their channels through the table. Queued deliveries are released.
   peers_.clear();
+  peer_count_.store(0, std::memory_order_relaxed);
   const std::size_t n = pending_.size();
   pending_.clear();
   if (n != 0) Counters::add(counters_.dropped, n);

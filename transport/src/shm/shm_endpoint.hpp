@@ -161,6 +161,11 @@ class HostEndpoint final : public ShmEndpoint {
   bool try_recv(Delivery& out) noexcept override;
   WaitResult recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept override;
   void set_doorbell(Doorbell* bell) noexcept override;
+  // relaxed: a hint; a peer that attaches rings bell_ and the user's
+  // doorbell, so a waiter that read a stale 0 and slept at once is woken.
+  std::chrono::nanoseconds wait_spin() const noexcept override {
+    return peer_count_.load(std::memory_order_relaxed) != 0 ? Doorbell::default_spin() : std::chrono::nanoseconds(0);
+  }
   void interrupt() noexcept override;
   Doorbell& doorbell() const noexcept override { return *bell_; }
   Result<void> subscribe(std::string_view prefix) override;
@@ -222,6 +227,7 @@ class HostEndpoint final : public ShmEndpoint {
 
   mutable std::mutex mu_;
   std::vector<LocalPeer> peers_;
+  std::atomic<std::uint32_t> peer_count_{0};  // peers_.size(), for wait_spin
   std::size_t rr_ = 0;
   std::deque<Delivery> pending_;
   bool attached_ = true;  // under mu_: false once detached from the core
@@ -260,6 +266,7 @@ class PeerEndpoint final : public ShmEndpoint {
   bool try_recv(Delivery& out) noexcept override;
   WaitResult recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept override;
   void set_doorbell(Doorbell* bell) noexcept override;
+  std::chrono::nanoseconds wait_spin() const noexcept override { return Doorbell::default_spin(); }
   void interrupt() noexcept override;
   Doorbell& doorbell() const noexcept override { return *bell_; }
   Result<void> subscribe(std::string_view prefix) override;

@@ -96,7 +96,7 @@ class ZmqEndpoint final : public Endpoint {
 
   WaitResult recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept override {
     InItem item;
-    const WaitResult r = s_->in.pop_for(item, timeout, [this]() noexcept { return interrupt_.take(); });
+    const WaitResult r = s_->in.pop_for(item, timeout, [this]() noexcept { return interrupt_.take(); }, wait_spin());
     if (r != WaitResult::kReady) return r;
     after_pop();
     fill(out, item);
@@ -107,6 +107,8 @@ class ZmqEndpoint final : public Endpoint {
     // release: pairs with the bridge's acquire load (push_in).
     s_->bell.store(bell, std::memory_order_release);
   }
+
+  std::chrono::nanoseconds wait_spin() const noexcept override { return s_->transport.options().wait_spin; }
 
   void interrupt() noexcept override {
     interrupt_.raise();
@@ -217,7 +219,7 @@ class ZmqEndpoint final : public Endpoint {
     if (!wait) {
       r = s.out.try_push(item) ? WaitResult::kReady : WaitResult::kTimeout;
     } else {
-      r = s.out.push_for(item, timeout, [this]() noexcept { return interrupt_.take(); });
+      r = s.out.push_for(item, timeout, [this]() noexcept { return interrupt_.take(); }, wait_spin());
     }
     if (r != WaitResult::kReady) {
       frame = Frame(*pool, slot, Handle::from_bits(item.handle));  // back to the caller

@@ -116,11 +116,14 @@ class MpmcRing {
   WaitResult pop_for(T& out, std::chrono::nanoseconds timeout) noexcept;
   // As above, ending early with kTimeout once `cut()` returns true (an
   // Interrupt taken): looked at whenever the ring is, so whoever makes it
-  // true then calls wake_waiters().
+  // true then calls wake_waiters(). `spin`: the budget before sleeping (0
+  // where the other side is slow to come: Endpoint::wait_spin).
   template <class Cut>
-  WaitResult push_for(const T& item, std::chrono::nanoseconds timeout, Cut&& cut) noexcept;
+  WaitResult push_for(const T& item, std::chrono::nanoseconds timeout, Cut&& cut,
+                      std::chrono::nanoseconds spin = Doorbell::default_spin()) noexcept;
   template <class Cut>
-  WaitResult pop_for(T& out, std::chrono::nanoseconds timeout, Cut&& cut) noexcept;
+  WaitResult pop_for(T& out, std::chrono::nanoseconds timeout, Cut&& cut,
+                     std::chrono::nanoseconds spin = Doorbell::default_spin()) noexcept;
   // Wakes every blocked push_for/pop_for to look again (not sticky).
   void wake_waiters() noexcept {
     not_empty_.ring(Doorbell::kWakeAll);

@@ -225,6 +225,14 @@ class Endpoint {
   // doorbell, used by recv_for, is rung as well). nullptr detaches. The
   // doorbell must outlive the endpoint or be detached first.
   virtual void set_doorbell(Doorbell* bell) noexcept = 0;
+  // How long a thread about to sleep until this endpoint has work is worth
+  // spinning first: Doorbell::default_spin() where the other side hands
+  // messages over directly (a shm peer, a host with peers), 0 where they
+  // come through threads that sleep between messages (ZeroMQ: the bridge,
+  // TransportOptions::wait_spin) or from no one (a host without peers). A
+  // thread serving several endpoints spins for the longest (Part). recv_for
+  // and send_for spin for it.
+  virtual std::chrono::nanoseconds wait_spin() const noexcept = 0;
   // Ends the recv_for or send_for in progress on this endpoint, or the next
   // one if none is: it returns kTimeout (send_for: the frame stays the
   // caller's) as if its time had run out, and the doorbell set with

@@ -238,7 +238,8 @@ WaitResult MpmcRing<T>::pop_for(T& out, std::chrono::nanoseconds timeout) noexce
 
 template <class T>
 template <class Cut>
-WaitResult MpmcRing<T>::push_for(const T& item, std::chrono::nanoseconds timeout, Cut&& cut) noexcept {
+WaitResult MpmcRing<T>::push_for(const T& item, std::chrono::nanoseconds timeout, Cut&& cut,
+                                 std::chrono::nanoseconds spin) noexcept {
   // The predicate is the push itself: kReady and `pushed` mean it happened.
   bool pushed = false;
   const WaitResult result = not_full_.wait_for(
@@ -246,7 +247,7 @@ WaitResult MpmcRing<T>::push_for(const T& item, std::chrono::nanoseconds timeout
         pushed = try_push_no_wake(item);
         return pushed || cut();
       },
-      timeout);
+      timeout, spin);
   if (result != WaitResult::kReady) return result;
   if (!pushed) return WaitResult::kTimeout;  // cut short
   not_empty_.ring_if_waiting(1);
@@ -255,14 +256,15 @@ WaitResult MpmcRing<T>::push_for(const T& item, std::chrono::nanoseconds timeout
 
 template <class T>
 template <class Cut>
-WaitResult MpmcRing<T>::pop_for(T& out, std::chrono::nanoseconds timeout, Cut&& cut) noexcept {
+WaitResult MpmcRing<T>::pop_for(T& out, std::chrono::nanoseconds timeout, Cut&& cut,
+                                std::chrono::nanoseconds spin) noexcept {
   bool popped = false;
   const WaitResult result = not_empty_.wait_for(
       [&]() noexcept {
         popped = try_pop_no_wake(out);
         return popped || cut();
       },
-      timeout);
+      timeout, spin);
   if (result != WaitResult::kReady) return result;
   if (!popped) return WaitResult::kTimeout;  // cut short
   not_full_.ring_if_waiting(1);

@@ -284,7 +284,6 @@ void BlockPool::bind(Region region, const PoolHeader& header) noexcept {
   class_count_ = header.class_count;
   process_slots_ = header.process_slots;
   held_per_process_ = header.held_per_process;
-  held_shift_ = 64u - static_cast<unsigned>(std::bit_width(header.held_per_process) - 1);
   class_state_ = region.base + header.class_state_offset;
   slots_ = region.base + header.slots_offset;
   held_ = region.base + header.held_offset;

@@ -302,6 +302,7 @@ class BlockPool {
   detail::ClassState& class_state(std::uint32_t c) const noexcept;
   detail::ProcessSlot& slot_at(std::uint32_t s) const noexcept;
   std::uint64_t* held_list(std::uint32_t s) const noexcept;
+  std::uint32_t held_home(Handle h) const noexcept;  // where a probe starts
 
   Result<void> check_slot(SlotId slot) const noexcept;
   // find, or why not as a Result.
@@ -333,7 +334,6 @@ class BlockPool {
   std::uint32_t class_count_ = 0;
   std::uint32_t process_slots_ = 0;
   std::uint32_t held_per_process_ = 0;
-  unsigned held_shift_ = 0;  // 64 - log2(held_per_process), for the probe hash
   std::byte* class_state_ = nullptr;
   std::byte* slots_ = nullptr;
   std::byte* held_ = nullptr;

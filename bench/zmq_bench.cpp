@@ -83,13 +83,17 @@ ContextOptions palm_options(std::size_t payload) {
   o.pool.set_blocks(block, count);
   o.transport.hwm = hwm_for(payload);
   o.transport.queue_capacity = payload >= (1u << 20) ? 16 : payload >= (1u << 10) ? 64 : 1024;
-  // PALM_ZERO_COPY_MIN and PALM_BRIDGE_SPIN_US override the zero-copy
-  // threshold and the bridge's spin (to compare settings).
+  // PALM_ZERO_COPY_MIN, PALM_BRIDGE_SPIN_US and PALM_WAIT_SPIN_US override
+  // the zero-copy threshold, the bridge's spin and the endpoints' (to
+  // compare settings).
   if (const char* zc = std::getenv("PALM_ZERO_COPY_MIN")) {
     o.transport.zero_copy_threshold = std::strtoull(zc, nullptr, 10);
   }
   if (const char* spin = std::getenv("PALM_BRIDGE_SPIN_US")) {
     o.transport.bridge_spin = std::chrono::microseconds(std::atoi(spin));
+  }
+  if (const char* spin = std::getenv("PALM_WAIT_SPIN_US")) {
+    o.transport.wait_spin = std::chrono::microseconds(std::atoi(spin));
   }
   return o;
 }

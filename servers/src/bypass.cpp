@@ -20,7 +20,6 @@ constexpr int kBatch = 64;  // deliveries taken per poll
 // Results of one worker this close together: it serves faster than a
 // wake-up costs here (DESIGN.md: ~27 µs), so waking another worker for
 // the next messages costs more than queueing them at this one.
-constexpr std::int64_t kFastGapNs = 20'000;
 
 std::int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -92,7 +91,9 @@ void BypassDispatcher::take(Delivery& d, const OnResult& on_result, std::int64_t
       if (w != nullptr) {
         w->credits += d.credits;
         if (now == 0) now = now_ns();
-        if (w->last_result_ns != 0) w->gap_ns = now - w->last_result_ns;
+        // Timed only while it holds others: a trickle's round trips (one
+        // in flight, a few µs here) say nothing of its speed.
+        w->gap_ns = w->last_result_ns != 0 && w->held > 1 ? now - w->last_result_ns : INT64_MAX;
         w->last_result_ns = now;
       }
       const FrameView* view = d.frame.peek();
@@ -151,7 +152,7 @@ bool BypassDispatcher::send(Frame& frame, std::uint64_t id) {
   for (std::size_t tries = 0; tries < workers_.size(); ++tries) {
     Worker* w = detail::feed_the_busiest(
         workers_, [](Worker& x) { return &x; }, [](const Worker& x) { return x.held; },
-        [](const Worker& x) { return x.gap_ns < kFastGapNs ? std::max(x.offered, detail::kRun) : detail::kRun; });
+        [](const Worker& x) { return x.gap_ns < detail::kFastGapNs ? std::max(x.offered, detail::kRun) : detail::kRun; });
     if (w == nullptr) return false;
     if (send_to(*w, frame, id)) return true;
   }

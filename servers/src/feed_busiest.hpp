@@ -17,6 +17,9 @@
 namespace palm::servers::detail {
 
 inline constexpr std::uint32_t kRun = 16;  // held at one worker before the next takes any
+// A worker whose last two results came closer than this is fast: it may
+// hold all the credits it joined with before the next worker is used.
+inline constexpr std::int64_t kFastGapNs = 20'000;
 
 // `workers`: a range in joining order; `at(element)` gives a Worker* with
 // `credits`, `held(Worker&)` what it holds, and `run(Worker&)` how many it

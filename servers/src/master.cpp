@@ -219,6 +219,14 @@ class DispatchPart final : public OutboundPart {
     // Messages in inflight_ sent to it: written by the part's thread only,
     // read by worker_loads() (relaxed both ways: a gauge).
     std::atomic<std::uint32_t> held{0};
+    std::uint32_t offered = 0;  // the credits it joined with
+    // When its last result came (receive's one clock read a batch) and the
+    // time since the one before: a fast worker may hold all it offered
+    // before the next is used (feed_busiest.hpp), as in the bypass. Over
+    // ZeroMQ a worker's results come back hundreds of µs after it took the
+    // message: with kRun alone, 8 workers on 2 cores were all kept awake.
+    std::int64_t last_result_ns = 0;
+    std::int64_t gap_ns = INT64_MAX;
   };
   struct InFlight {
     Frame frame;  // a second reference to what was sent, to send it again
@@ -252,6 +260,7 @@ class DispatchPart final : public OutboundPart {
   bool receive() {
     bool did = false;
     Delivery d;
+    std::int64_t now = 0;  // read at the first result: one clock read a call
     for (std::size_t e = 0; e < dispatchers_; ++e) {
       Endpoint& ep = *endpoints_[e];
       for (int i = 0; i < kBatch && ep.try_recv(d); ++i) {
@@ -268,6 +277,7 @@ class DispatchPart final : public OutboundPart {
               workers_.try_emplace(key, key, e, d.peer, d.credits, shm_dispatcher_[e]);
             }
             order_.push_back(&workers_.find(key)->second);
+            order_.back()->offered = d.credits;
             bypass_untold_ = bypass_added_ != 0;
             logger().info("a palm worker joined over {} with {} credits ({} workers)",
                           shm_dispatcher_[e] ? "shm" : "tcp", d.credits, workers_.size());
@@ -284,6 +294,14 @@ class DispatchPart final : public OutboundPart {
             if (auto it = workers_.find(key); it != workers_.end()) {
               from = &it->second;
               from->credits += d.credits;
+              if (now == 0) now = Router::now_ns();
+              // Timed only while it holds others: a trickle's round trips
+              // (one in flight) say nothing of its speed, and a shm one's
+              // take µs.
+              from->gap_ns = from->last_result_ns != 0 && from->held.load(std::memory_order_relaxed) > 1
+                                 ? now - from->last_result_ns
+                                 : INT64_MAX;
+              from->last_result_ns = now;
             }
             PartCounters::bump(shm_dispatcher_[e] ? c_.results_shm : c_.results_tcp);
             on_result(d.frame, key, from);
@@ -622,7 +640,7 @@ class DispatchPart final : public OutboundPart {
           order_, [](Worker* w) { return w; },
           // relaxed: the part's thread wrote it; a gauge for the others.
           [](const Worker& w) { return w.held.load(std::memory_order_relaxed); },
-          [](const Worker&) { return detail::kRun; });
+          [](const Worker& w) { return w.gap_ns < detail::kFastGapNs ? std::max(w.offered, detail::kRun) : detail::kRun; });
       if (pick == nullptr) break;
       Worker& w = *pick;
       Envelope to;

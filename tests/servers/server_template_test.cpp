@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <string>
+#include <thread>
 
 #include "palm/servers/parts.hpp"
 #include "palm/servers/server_template.hpp"
@@ -88,7 +89,13 @@ TEST(ServerTemplate, ABlockingRepServiceAnswersWithTheRoutesFeedback) {
   test::RawReq cache(server.db_address());
   EXPECT_EQ(cache.ask(test::request("x.get", "name")), server.name());
 
-  const auto stats = server.stats();
+  // A part counts what it sent just after sending it: the last reply may
+  // reach us first. Bounded wait for the counters to settle.
+  auto stats = server.stats();
+  for (int i = 0; i < 200 && (stats.size() != 2 || stats[1].messages_out != 50u || stats[1].latency.total() != 50u); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    stats = server.stats();
+  }
   ASSERT_EQ(stats.size(), 2u);
   EXPECT_EQ(stats[0].name, "rep");
   EXPECT_EQ(stats[0].messages_in, 50u);

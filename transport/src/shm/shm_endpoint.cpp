@@ -353,10 +353,12 @@ bool HostEndpoint::recv_locked(Delivery& out) noexcept {
         continue;
       }
       rr_ = at + 1 == n ? 0 : at + 1;
-      out.event = r == ChannelPop::kCredit ? Event::kCredit : Event::kMessage;
-      out.body = Body::kMessage;
-      out.peer = static_cast<PeerId>(p.id);
-      out.credits = item.tag;
+      const auto fill = [&](Event event) {
+        out.event = event;
+        out.body = Body::kMessage;
+        out.peer = static_cast<PeerId>(p.id);
+        out.credits = item.tag;
+      };
       if (r == ChannelPop::kCredit) {
         if (pattern_ != Pattern::kDispatcher) {
           Counters::add(counters_.malformed);
@@ -364,6 +366,7 @@ bool HostEndpoint::recv_locked(Delivery& out) noexcept {
         }
         p.credits += item.tag;
         out.frame.reset();
+        fill(Event::kCredit);
         return true;
       }
       // Adopted in place and validated there: the view is kept in out.frame,
@@ -376,6 +379,7 @@ bool HostEndpoint::recv_locked(Delivery& out) noexcept {
         continue;
       }
       if (pattern_ == Pattern::kDispatcher) p.credits += item.tag;  // credits come back with the result
+      fill(Event::kMessage);
       // Every writer of these two holds mu_: no locked add needed.
       Counters::add_owned(counters_.messages_in);
       Counters::add_owned(counters_.bytes_in, view->wire.size());

@@ -45,12 +45,14 @@ BypassDispatcher::BypassDispatcher(shm::Host host, std::unique_ptr<shm::ShmEndpo
     : host_(std::move(host)),
       endpoint_(std::move(endpoint)),
       address_(std::move(address)),
+      batch_(kBatch),
       cores_(cores) {}
 
 BypassDispatcher::~BypassDispatcher() {
   // Our references go back before the endpoint (and its view of the pool).
   inflight_ = IdTable<InFlight>();
   retry_.clear();
+  batch_.clear();
   endpoint_.reset();
   host_.shutdown();  // the workers see the segment go and end their threads
 }
@@ -112,12 +114,12 @@ void BypassDispatcher::take(Delivery& d, const OnResult& on_result, std::int64_t
 }
 
 std::size_t BypassDispatcher::poll(const OnResult& on_result) {
-  Delivery d;
-  std::size_t n = 0;
+  // One lock of the endpoint for the batch, not one per delivery.
+  const std::size_t n = endpoint_->try_recv_batch(batch_.data(), batch_.size());
   std::int64_t now = 0;  // one clock read for the batch (take)
-  while (n < kBatch && endpoint_->try_recv(d)) {
-    take(d, on_result, now);
-    ++n;
+  for (std::size_t i = 0; i < n; ++i) {
+    take(batch_[i], on_result, now);
+    batch_[i].frame.reset();  // a reply not taken by on_result is released now, not at the next poll
   }
   return n;
 }

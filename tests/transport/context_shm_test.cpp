@@ -7,10 +7,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "palm/transport/context.hpp"
 #include "palm/transport/shm/host.hpp"
@@ -165,6 +167,44 @@ TEST_F(ContextShm, AServiceSpinsOnlyWhileItHasPeers) {
     EXPECT_TRUE(spin_becomes(Doorbell::default_spin()));
   }
   EXPECT_TRUE(spin_becomes(0ns)) << "the peer left";
+}
+
+// A batch receive takes what try_recv would, in the same order, at most
+// as many as asked.
+TEST_F(ContextShm, ABatchReceiveTakesWhatTryRecvWouldInOrder) {
+  auto pull = ctx().open(EndpointSpec::bind_to(Pattern::kPull, addr("in")));
+  ASSERT_TRUE(pull) << pull.error().describe();
+  auto* bound = dynamic_cast<shm::ShmEndpoint*>(pull->get());
+  ASSERT_NE(bound, nullptr);
+  std::vector<std::unique_ptr<Endpoint>> pushes;
+  for (const char* client : {"a", "b"}) {
+    auto push = ctx().open(EndpointSpec::connect_to(Pattern::kPush, addr("in")));
+    ASSERT_TRUE(push) << push.error().describe();
+    for (std::uint64_t i = 0; i < 10; ++i) {
+      Frame f = make_msg(ctx(), client, "work", i);
+      ASSERT_EQ((*push)->send_for(f, 5s), SendResult::kQueued);
+    }
+    pushes.push_back(std::move(*push));
+  }
+  std::vector<Delivery> batch(8);
+  std::map<std::string, std::vector<std::uint64_t>> seen;
+  std::size_t total = 0;
+  for (int round = 0; round < 500 && total < 20; ++round) {
+    const std::size_t n = bound->try_recv_batch(batch.data(), batch.size());
+    ASSERT_LE(n, batch.size());
+    for (std::size_t i = 0; i < n; ++i) {
+      auto m = read_msg(batch[i]);
+      ASSERT_TRUE(m);
+      seen[m->client].push_back(m->seq);
+    }
+    total += n;
+    if (n == 0) std::this_thread::sleep_for(10ms);  // the host's monitor registers the second peer
+  }
+  EXPECT_EQ(total, 20u);
+  const std::vector<std::uint64_t> in_order = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  EXPECT_EQ(seen["a"], in_order);
+  EXPECT_EQ(seen["b"], in_order);
+  EXPECT_EQ(bound->try_recv_batch(batch.data(), batch.size()), 0u);
 }
 
 TEST_F(ContextShm, ShutdownRemovesTheSegmentAndRefusesOpens) {

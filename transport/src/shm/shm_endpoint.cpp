@@ -395,6 +395,14 @@ bool HostEndpoint::try_recv(Delivery& out) noexcept {
   return recv_locked(out);
 }
 
+std::size_t HostEndpoint::try_recv_batch(Delivery* out, std::size_t max) noexcept {
+  if (!transport::receives(pattern_)) return 0;
+  std::lock_guard lock(mu_);
+  std::size_t n = 0;
+  while (n < max && recv_locked(out[n])) ++n;
+  return n;
+}
+
 WaitResult HostEndpoint::recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept {
   if (!transport::receives(pattern_)) return WaitResult::kShutdown;
   bool got = false;

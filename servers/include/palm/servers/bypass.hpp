@@ -164,6 +164,7 @@ class BypassDispatcher {
   std::vector<Worker> workers_;  // in joining order; a handful
   IdTable<InFlight> inflight_;
   std::vector<Retry> retry_;     // sent first, oldest last (popped from the back)
+  std::vector<transport::Delivery> batch_;  // poll's, reused (kBatch)
   std::uint64_t last_id_ = 0;
   BypassStats stats_;
   unsigned cores_ = 1;

@@ -136,7 +136,7 @@ TEST_P(MasterFeeding, ATrickleStaysOnOneWorkerAndABurstSpreads) {
 
 INSTANTIATE_TEST_SUITE_P(Client, MasterFeeding,
                          ::testing::Values(shm::TransportMode::kTcp, shm::TransportMode::kShm),
-                         [](const auto& info) { return info.param == shm::TransportMode::kShm ? "Shm" : "Tcp"; });
+                         [](const auto& tp) { return tp.param == shm::TransportMode::kShm ? "Shm" : "Tcp"; });
 
 TEST_F(MasterTest, WorkerErrorsComeBackAsZeroWithTheReason) {
   Master master(*ctx_, master_config());

@@ -93,10 +93,7 @@ void BypassDispatcher::take(Delivery& d, const OnResult& on_result, std::int64_t
       if (w != nullptr) {
         w->credits += d.credits;
         if (now == 0) now = now_ns();
-        // Timed only while it holds others: a trickle's round trips (one
-        // in flight, a few µs here) say nothing of its speed.
-        w->gap_ns = w->last_result_ns != 0 && w->held > 1 ? now - w->last_result_ns : INT64_MAX;
-        w->last_result_ns = now;
+        detail::note_result(*w, now, w->held);
       }
       const FrameView* view = d.frame.peek();
       InFlight* e = view != nullptr ? inflight_.find(view->message.dispatch_id) : nullptr;
@@ -154,7 +151,7 @@ bool BypassDispatcher::send(Frame& frame, std::uint64_t id) {
   for (std::size_t tries = 0; tries < workers_.size(); ++tries) {
     Worker* w = detail::feed_the_busiest(
         workers_, [](Worker& x) { return &x; }, [](const Worker& x) { return x.held; },
-        [](const Worker& x) { return x.gap_ns < detail::kFastGapNs ? std::max(x.offered, detail::kRun) : detail::kRun; });
+        [](const Worker& x) { return detail::run_of(x); });
     if (w == nullptr) return false;
     if (send_to(*w, frame, id)) return true;
   }

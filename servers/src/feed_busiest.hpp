@@ -12,6 +12,7 @@
 // holds kRun, the one holding fewest (with credit) takes it, so deep
 // credits still fill.
 
+#include <algorithm>
 #include <cstdint>
 
 namespace palm::servers::detail {
@@ -20,6 +21,23 @@ inline constexpr std::uint32_t kRun = 16;  // held at one worker before the next
 // A worker whose last two results came closer than this is fast: it may
 // hold all the credits it joined with before the next worker is used.
 inline constexpr std::int64_t kFastGapNs = 20'000;
+
+// Pacing, for a Worker with `offered` (the credits it joined with),
+// `last_result_ns` and `gap_ns`, shared by the master and the bypass.
+// A result came at `now` while the worker held `held` (this one included):
+// timed only while it held others, since a trickle's round trips (one in
+// flight; a few µs over shm) say nothing of its speed.
+template <class Worker>
+void note_result(Worker& w, std::int64_t now, std::uint32_t held) noexcept {
+  w.gap_ns = w.last_result_ns != 0 && held > 1 ? now - w.last_result_ns : INT64_MAX;
+  w.last_result_ns = now;
+}
+// How many it may hold before the next worker is used (feed_the_busiest's
+// `run`): all it offered while fast, else kRun.
+template <class Worker>
+std::uint32_t run_of(const Worker& w) noexcept {
+  return w.gap_ns < kFastGapNs ? std::max(w.offered, kRun) : kRun;
+}
 
 // `workers`: a range in joining order; `at(element)` gives a Worker* with
 // `credits`, `held(Worker&)` what it holds, and `run(Worker&)` how many it

@@ -295,13 +295,7 @@ class DispatchPart final : public OutboundPart {
               from = &it->second;
               from->credits += d.credits;
               if (now == 0) now = Router::now_ns();
-              // Timed only while it holds others: a trickle's round trips
-              // (one in flight) say nothing of its speed, and a shm one's
-              // take µs.
-              from->gap_ns = from->last_result_ns != 0 && from->held.load(std::memory_order_relaxed) > 1
-                                 ? now - from->last_result_ns
-                                 : INT64_MAX;
-              from->last_result_ns = now;
+              detail::note_result(*from, now, from->held.load(std::memory_order_relaxed));
             }
             PartCounters::bump(shm_dispatcher_[e] ? c_.results_shm : c_.results_tcp);
             on_result(d.frame, key, from);
@@ -640,7 +634,7 @@ class DispatchPart final : public OutboundPart {
           order_, [](Worker* w) { return w; },
           // relaxed: the part's thread wrote it; a gauge for the others.
           [](const Worker& w) { return w.held.load(std::memory_order_relaxed); },
-          [](const Worker& w) { return w.gap_ns < detail::kFastGapNs ? std::max(w.offered, detail::kRun) : detail::kRun; });
+          [](const Worker& w) { return detail::run_of(w); });
       if (pick == nullptr) break;
       Worker& w = *pick;
       Envelope to;

@@ -262,6 +262,24 @@ class InProcessFarm {
     return false;
   }
 
+  // Stops worker i (SIGSTOP) at a moment it holds messages, within
+  // `timeout`: a worker seen holding one may answer it before a kill lands
+  // (a slow tcp worker gets one message at a time while a fast shm worker
+  // takes the stream), so it is frozen first, its results in transit are
+  // let land, and it counts as holding only if the master still sees
+  // messages on it then. Otherwise it is resumed and watched again.
+  bool freeze_holding(std::size_t i, std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      if (!holds(i, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()))) return false;
+      workers_[i].proc.child.signal(SIGSTOP);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (holds(i, std::chrono::milliseconds(0))) return true;
+      workers_[i].proc.child.signal(SIGCONT);
+    }
+    return false;
+  }
+
   // SIGKILLs worker i and reaps it; it leaves the list. Its transport.
   std::string kill_worker(std::size_t i) {
     Worker w = std::move(workers_[i]);

@@ -1,6 +1,7 @@
 // One master, one `palm worker` on shm and one on tcp; one of them is
-// SIGKILLed while it holds messages (each in turn): the other finishes the
-// job alone and the client gets back exactly the set of numbers sent.
+// SIGKILLed while it holds messages (each in turn; frozen first, so that it
+// surely does): the other finishes the job alone and the client gets back
+// exactly the set of numbers sent.
 #include <gtest/gtest.h>
 
 #include "fault_util.hpp"
@@ -28,12 +29,13 @@ TEST_P(OneDies, TheOtherFinishesTheJob) {
   ASSERT_TRUE(job.wait_received(kKillAt, 30s)) << job.received();
   // The victim must hold messages: opened a little at a time until it does.
   std::optional<std::size_t> victim;
-  // Opened wide: the stream keeps flowing while we look, so a worker seen
-  // holding a message still holds one (a later one) when the kill lands.
+  // Opened wide: the stream keeps flowing while we look. The victim is
+  // frozen once the master sees it hold messages, so it cannot answer
+  // them before the kill lands.
   for (std::uint64_t more = 1; !victim && more <= 15 && !job.done(); ++more) {
     job.set_gate(kKillAt + kSlack + more * 1000);
     const std::size_t i = farm.workers()[0].transport == victim_transport ? 0 : 1;
-    if (farm.holds(i, 50ms)) victim = i;
+    if (farm.freeze_holding(i, 50ms)) victim = i;
   }
   ASSERT_TRUE(victim) << "the " << victim_transport << " worker held no message";
   const auto before = farm.master().dispatch_stats();

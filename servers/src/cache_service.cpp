@@ -186,14 +186,16 @@ void CacheService::serve(transport::Delivery& request) noexcept {
     fault("no frame for the reply (" + frame.error().describe() + ")");
     return;
   }
+  // Counted before the reply is queued, so that whoever holds the reply
+  // reads it counted; taken back if the reply is not sent. Relaxed: a stat
+  // counter, ordered for the client by the reply's own delivery.
+  counters_.requests.fetch_add(1, std::memory_order_relaxed);
   const transport::SendResult sent = endpoint_->send_for(
       *frame, options_.reply_timeout, transport::Envelope{request.peer, transport::Body::kRaw});
   if (sent != transport::SendResult::kQueued) {
+    counters_.requests.fetch_sub(1, std::memory_order_relaxed);
     fault(std::string("the reply was not sent (") + transport::to_string(sent) + ")");
-    return;
   }
-  // Relaxed: a stat counter.
-  counters_.requests.fetch_add(1, std::memory_order_relaxed);
 }
 
 void CacheService::run() noexcept {

@@ -40,17 +40,6 @@ class CacheServiceTest : public ::testing::Test {
   }
   CacheService& service() { return *service_; }
   std::string log() const { return log_.str(); }
-  // The stats once `requests` were counted (bounded wait): the service
-  // counts a request just after queueing its reply, so the last reply may
-  // reach the requester first.
-  CacheStats stats_after(std::uint64_t requests) {
-    CacheStats s = service().stats();
-    for (int n = 0; n < 200 && s.requests < requests; ++n) {
-      std::this_thread::sleep_for(5ms);
-      s = service().stats();
-    }
-    return s;
-  }
 
   transport::Context ctx_ = test::make_context();
   std::ostringstream log_;  // written by the service's thread; read after stop()
@@ -100,7 +89,7 @@ TEST_F(CacheServiceTest, AnswersEveryGoldenRequestWithTheGoldenReply) {
   EXPECT_TRUE(test::is_uuid4(*key)) << *key;
   EXPECT_EQ(service().store().get(*key), "a value");
 
-  const CacheStats s = stats_after(12u);
+  const CacheStats s = service().stats();
   EXPECT_EQ(s.requests, 12u);
   EXPECT_EQ(s.gets, 7u);
   EXPECT_EQ(s.sets, 4u);
@@ -141,7 +130,7 @@ TEST_F(CacheServiceTest, AnswersEmptyToWhatPylmDiesOnAndGoesOn) {
     EXPECT_EQ(*next, "v") << "after fault " << i;
     ++i;
   }
-  const CacheStats s = stats_after(7u + 9u);
+  const CacheStats s = service().stats();
   EXPECT_EQ(s.errors, 4u);       // missing delete, no '.', 2 keys not utf-8
   EXPECT_EQ(s.undecodable, 2u);  // garbage, function not utf-8
   EXPECT_EQ(s.others, 3u);       // no '.', frobnicate, ''
@@ -217,7 +206,7 @@ TEST_F(CacheServiceTest, ManyRequestersAreAllAnswered) {
     });
   }
   for (auto& th : threads) th.join();
-  EXPECT_EQ(stats_after(kThreads * kEach * 2).requests, static_cast<std::uint64_t>(kThreads * kEach * 2));
+  EXPECT_EQ(service().stats().requests, static_cast<std::uint64_t>(kThreads * kEach * 2));
 }
 
 // handle() is the whole table without sockets.

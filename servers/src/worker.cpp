@@ -387,29 +387,46 @@ void Worker::serve_one(Frame& received, bool& dead, Endpoint& back) {
   std::optional<Output> output;
   Fault fault = Fault::kBadStep;
   std::string reason;
-  auto step = current_step(message.function, message.stage);
-  auto method = step ? worker_method(*step) : Result<std::string_view>(tl::unexpected(step.error()));
-  if (!method) {
-    reason = method.error().message;
-  } else if (const Method* fn = methods_.find(*method); fn == nullptr) {
-    fault = Fault::kUnknownMethod;
-    reason = fmt::format("worker {} has no method '{}'", name_, *method);
+  // A stream calls one function: resolve it once (last_method_, worker.hpp).
+  LastMethod& last = last_method_;
+  const Method* fn = nullptr;
+  std::string_view method;
+  if (last.fn != nullptr && last.stage == message.stage && last.function == message.function) {
+    fn = last.fn;
+    method = std::string_view(message.function).substr(last.at, last.size);
   } else {
+    auto step = current_step(message.function, message.stage);
+    auto name = step ? worker_method(*step) : Result<std::string_view>(tl::unexpected(step.error()));
+    if (!name) {
+      reason = name.error().message;
+    } else if (fn = methods_.find(*name); fn == nullptr) {
+      fault = Fault::kUnknownMethod;
+      reason = fmt::format("worker {} has no method '{}'", name_, *name);
+    } else {
+      method = *name;
+      last.function.assign(message.function);
+      last.stage = message.stage;
+      last.at = static_cast<std::size_t>(method.data() - std::string_view(message.function).data());
+      last.size = method.size();
+      last.fn = fn;
+    }
+  }
+  if (fn != nullptr) {
     try {
-      const Call call{message, *method, *logger_, remote_cache_.get()};
+      const Call call{message, method, *logger_, remote_cache_.get()};
       Output out = (*fn)(call);
       if (out.kind() == Output::Kind::kNone) {
         fault = Fault::kNoResult;
-        reason = fmt::format("method '{}' returned no result", *method);
+        reason = fmt::format("method '{}' returned no result", method);
       } else {
         output.emplace(std::move(out));
       }
     } catch (const std::exception& e) {
       fault = Fault::kMethodThrew;
-      reason = fmt::format("method '{}' raised: {}", *method, e.what());
+      reason = fmt::format("method '{}' raised: {}", method, e.what());
     } catch (...) {
       fault = Fault::kMethodThrew;
-      reason = fmt::format("method '{}' raised a non-standard exception", *method);
+      reason = fmt::format("method '{}' raised a non-standard exception", method);
     }
   }
 

@@ -167,13 +167,18 @@ class WorkerFixture : public ::testing::Test {
     const std::vector<Case> cases = {
         {{"_.echo", "hello"}, "hello", false},
         {{"x.upper", "hello"}, "HELLO", false},
+        {{"x.upper", "again"}, "AGAIN", false},  // the same function twice
+        // The same function at another stage is another method.
+        {{"a.reverse b.upper", "abc", 0}, "cba", false},
         {{"a.reverse b.upper", "abc", 1}, "ABC", false},
         {{"x.fail", "hello"}, "0", true},
         {{"x.nope", "hello"}, "0", true},
+        {{"x.nope", "hello"}, "0", true},  // an unknown method stays unknown
         {{"nodot", "hello"}, "0", true},
         {{"a.echo b.echo", "hello", 2}, "0", true},
         {{"x.none", "hello"}, "0", true},
         {{"x.cached", "name"}, "master", false},
+        {{"x.upper", "last"}, "LAST", false},  // back to one served before
     };
     for (std::size_t i = 0; i < cases.size(); ++i) {
       const Case& c = cases[i];
@@ -208,7 +213,7 @@ class WorkerFixture : public ::testing::Test {
     const WorkerStats s = worker_->stats();
     EXPECT_EQ(s.messages, cases.size());
     EXPECT_EQ(s.errors.method_threw, 1u);
-    EXPECT_EQ(s.errors.unknown_method, 1u);
+    EXPECT_EQ(s.errors.unknown_method, 2u);
     EXPECT_EQ(s.errors.bad_step, 2u);
     EXPECT_EQ(s.errors.no_result, 1u);
     EXPECT_EQ(s.errors.lost, 0u);

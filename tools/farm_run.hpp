@@ -36,10 +36,9 @@
 #include "palm/servers/log.hpp"
 #include "palm/servers/bypass.hpp"
 #include "palm/servers/master.hpp"
+#include "payloads.hpp"
 
 namespace palm::tools {
-
-inline constexpr std::size_t kSeqDigits = 12;  // the sequence number, first in every payload
 
 enum class FarmTransport { kShm, kTcp, kIpc };
 std::string_view to_string(FarmTransport t) noexcept;

@@ -231,7 +231,7 @@ class DispatchPart final : public OutboundPart {
   struct InFlight {
     Frame frame;  // a second reference to what was sent, to send it again
     std::uint64_t worker = 0;  // a key of workers_, or kPylm
-    std::int64_t sent_ns = 0;
+    std::int64_t sent_ns = 0;  // at a pylm worker (check_timeouts): palm workers' are not read
     std::int64_t since_ns = 0;  // when the message entered the master
   };
   struct Pending {
@@ -644,7 +644,7 @@ class DispatchPart final : public OutboundPart {
         --w.credits;
         w.held.store(w.held.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         PartCounters::bump(w.shm ? c_.dispatched_shm : c_.dispatched_tcp);
-        inflight_.put(p.id, InFlight{std::move(*keep), w.key, Router::now_ns(), p.since_ns});
+        inflight_.put(p.id, InFlight{std::move(*keep), w.key, 0, p.since_ns});  // sent_ns: pylm's only
         return true;
       }
       // kNoCredit, kFull; or kPeerGone, kClosed, whose kPeerGone event will

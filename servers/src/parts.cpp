@@ -125,12 +125,16 @@ Result<void> InboundPart::on_open() {
 bool InboundPart::step() {
   bool did = block() && answer_feedback();
   const std::size_t n = endpoints_.size();
+  // A message taken right after another starts when that one ended: the
+  // try_recv between them is this message's own cost. A clock read was
+  // ~4 % of a master's thread (perf), two a message.
+  std::int64_t clock = 0;
   for (std::size_t k = 0; k < n && !limit_reached(); ++k) {
     Endpoint& ep = *endpoints_[(next_ + k) % n];
     Delivery d;
     for (int i = 0; i < kBatch && !limit_reached() && ep.try_recv(d); ++i) {
       did = true;
-      if (d.event == Event::kMessage) take(d, ep);
+      if (d.event == Event::kMessage) take(d, ep, clock);
     }
   }
   next_ = n == 0 ? 0 : (next_ + 1) % n;
@@ -142,8 +146,9 @@ bool InboundPart::drain() {
   return block() && answer_feedback();
 }
 
-bool InboundPart::take(Delivery& d, Endpoint& from) {
-  const std::int64_t since = Router::now_ns();
+bool InboundPart::take(Delivery& d, Endpoint& from, std::int64_t& clock) {
+  const std::int64_t since = clock != 0 ? clock : Router::now_ns();
+  clock = 0;  // read again unless this take ends by reading it
   auto view = d.frame.view();
   if (!view) {
     PartCounters::bump(counters_.errors);
@@ -174,7 +179,8 @@ bool InboundPart::take(Delivery& d, Endpoint& from) {
     }
   }
   count_message();
-  counters_.latency.record(std::chrono::nanoseconds(Router::now_ns() - since));
+  clock = Router::now_ns();
+  counters_.latency.record(std::chrono::nanoseconds(clock - since));
   return true;
 }
 

@@ -80,7 +80,9 @@ class InboundPart : public Part {
     Frame frame;
     bool same = false;  // emitted as is: restamp() it
   };
-  bool take(transport::Delivery& delivery, transport::Endpoint& from);
+  // `clock`: when the last take of this step ended (its closing clock
+  // read, this one's start), or 0 at a step's first: one read a message.
+  bool take(transport::Delivery& delivery, transport::Endpoint& from, std::int64_t& clock);
   bool answer_feedback();
 
   PartAddress address_;

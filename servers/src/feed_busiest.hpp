@@ -23,14 +23,20 @@ inline constexpr std::uint32_t kRun = 16;  // held at one worker before the next
 inline constexpr std::int64_t kFastGapNs = 20'000;
 
 // Pacing, for a Worker with `offered` (the credits it joined with),
-// `last_result_ns` and `gap_ns`, shared by the master and the bypass.
-// A result came at `now` while the worker held `held` (this one included):
-// timed only while it held others, since a trickle's round trips (one in
-// flight; a few µs over shm) say nothing of its speed.
+// `last_result_ns`, `gap_ns` and `busy` (false at first), shared by the
+// master and the bypass. A result came at `now` while the worker held
+// `held` (this one included). The time since its last result is how long
+// it took to serve one only if it was busy all along: if it still held
+// others when that result came. Otherwise (a trickle, one in flight; or
+// the first result after a pause, between two jobs) the gap says nothing
+// of its speed and the one known is kept: a fast worker stays fast across
+// a pause, and the next job does not wake every worker before it learns
+// again (8 bypassed workers of a 20 000-message job: 5 of them woke).
 template <class Worker>
 void note_result(Worker& w, std::int64_t now, std::uint32_t held) noexcept {
-  w.gap_ns = w.last_result_ns != 0 && held > 1 ? now - w.last_result_ns : INT64_MAX;
+  if (w.busy && w.last_result_ns != 0) w.gap_ns = now - w.last_result_ns;
   w.last_result_ns = now;
+  w.busy = held > 1;
 }
 // How many it may hold before the next worker is used (feed_the_busiest's
 // `run`): all it offered while fast, else kRun.

@@ -227,6 +227,7 @@ class DispatchPart final : public OutboundPart {
     // message: with kRun alone, 8 workers on 2 cores were all kept awake.
     std::int64_t last_result_ns = 0;
     std::int64_t gap_ns = INT64_MAX;
+    bool busy = false;  // it held others at its last result (note_result)
   };
   struct InFlight {
     Frame frame;  // a second reference to what was sent, to send it again

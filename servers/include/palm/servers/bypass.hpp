@@ -137,6 +137,7 @@ class BypassDispatcher {
     // (feed_busiest.hpp).
     std::int64_t last_result_ns = 0;
     std::int64_t gap_ns = INT64_MAX;
+    bool busy = false;  // it held others at its last result (note_result)
   };
   struct InFlight {
     Frame frame;  // a second reference, to send it again

@@ -1,9 +1,11 @@
 #include "palm/servers/master.hpp"
 
+#include <cstddef>
 #include <deque>
 #include <exception>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -37,6 +39,38 @@ std::string host_of(std::string_view address) {
   const auto colon = rest.rfind(':');
   return std::string(colon == std::string_view::npos ? rest : rest.substr(0, colon));
 }
+
+// A first-in first-out queue over a vector that keeps its capacity: no
+// allocation once it has grown to its working size. Items keep their index
+// (from the vector's start) until the queue empties or is compacted, which
+// happens only in pop_front.
+template <class T>
+class Fifo {
+ public:
+  bool empty() const noexcept { return head_ == items_.size(); }
+  std::size_t size() const noexcept { return items_.size() - head_; }
+  // Indices, for items pushed since end() was read: [then, end()).
+  std::size_t end() const noexcept { return items_.size(); }
+  T& at(std::size_t i) noexcept { return items_[i]; }
+  T& front() noexcept { return items_[head_]; }
+  void push_back(T&& item) { items_.push_back(std::move(item)); }
+  void pop_front() {
+    items_[head_] = T{};  // what it held goes now
+    if (++head_ == items_.size()) {
+      items_.clear();
+      head_ = 0;
+    } else if (head_ >= kCompactAt && head_ * 2 >= items_.size()) {
+      // A queue that never empties: the dead half goes.
+      items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
+      head_ = 0;
+    }
+  }
+
+ private:
+  static constexpr std::size_t kCompactAt = 256;
+  std::vector<T> items_;
+  std::size_t head_ = 0;
+};
 
 }  // namespace
 
@@ -402,7 +436,7 @@ class DispatchPart final : public OutboundPart {
       std::int64_t since_;
       int same_ = 0;
     };
-    const std::size_t first_new = pending_out_.size();
+    const std::size_t first_new = pending_out_.end();
     Gathered out(*this, frame, since);
     try {
       master_.gather(result, out);
@@ -419,15 +453,15 @@ class DispatchPart final : public OutboundPart {
   // `first`): the result itself, rewritten in place for the last of them
   // (the others, built first, read it as it came).
   void fill_same(const MessageView& result, Frame& frame, std::size_t first, int count) {
-    for (std::size_t i = first; i < pending_out_.size(); ++i) {
-      Pending& p = pending_out_[i];
+    for (std::size_t i = first; i < pending_out_.end(); ++i) {
+      Pending& p = pending_out_.at(i);
       if (p.id != kSamePlaceholder) continue;
       p.id = 0;
       if (--count != 0) {
         if (auto built = stream_frame(result, frame)) p.frame = std::move(*built);
         continue;
       }
-      StreamEdit edit;
+      StreamEdit& edit = edit_;
       if (!stream_edit(result, edit)) continue;
       MessageView out = result;
       out.stage = edit.stage;
@@ -442,7 +476,7 @@ class DispatchPart final : public OutboundPart {
   }
 
   bool stream_edit(const MessageView& m, StreamEdit& edit) {
-    edit = default_stream(m, master_.name(), master_.config().pipelined);
+    default_stream(m, master_.name(), master_.config().pipelined, edit);
     try {
       master_.handle_stream(m, edit);
     } catch (const std::exception& e) {
@@ -463,7 +497,7 @@ class DispatchPart final : public OutboundPart {
   }
 
   Result<Frame> stream_frame(const MessageView& m, const Frame& like) {
-    StreamEdit edit;
+    StreamEdit& edit = edit_;
     if (!stream_edit(m, edit)) return make_error(Errc::kInvalidArgument, "handle_stream failed");
     MessageView out = m;
     out.stage = edit.stage;
@@ -472,7 +506,7 @@ class DispatchPart final : public OutboundPart {
   }
 
   void publish(const MessageView& m, const Frame& like, std::int64_t since) {
-    StreamEdit edit;
+    StreamEdit& edit = edit_;
     if (!stream_edit(m, edit)) return;
     MessageView out = m;
     out.stage = edit.stage;
@@ -685,7 +719,11 @@ class DispatchPart final : public OutboundPart {
   std::unordered_multimap<std::string, std::uint64_t> pylm_by_cache_;
   std::uint32_t pylm_inflight_ = 0;
   std::deque<Pending> retry_;        // to send before new work (a worker gone, a timeout)
-  std::deque<Pending> pending_out_;  // results waiting for room in "outbound"
+  // Results waiting for room in "outbound": one a message, in a vector
+  // that keeps its capacity (a deque of these 232-byte items allocated a
+  // chunk every second result).
+  Fifo<Pending> pending_out_;
+  StreamEdit edit_;  // reused: its topic's buffer is allocated once
   std::int64_t last_check_ns_ = 0;
   // The bypass (bypass.hpp): allowed; the last addresses clients gave;
   // how many were ever given; some worker was not told them all.

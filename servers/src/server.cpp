@@ -18,8 +18,15 @@ std::span<const std::byte> bytes_of(std::string_view s) noexcept {
 
 StreamEdit default_stream(const MessageView& message, std::string_view server_name,
                           bool pipelined) {
-  if (pipelined) return StreamEdit{std::string(server_name), message.stage + 1};
-  return StreamEdit{std::string(message.client), message.stage};
+  StreamEdit edit;
+  default_stream(message, server_name, pipelined, edit);
+  return edit;
+}
+
+void default_stream(const MessageView& message, std::string_view server_name, bool pipelined,
+                    StreamEdit& edit) {
+  edit.topic.assign(pipelined ? server_name : message.client);
+  edit.stage = pipelined ? message.stage + 1 : message.stage;
 }
 
 // Runs each message's method and hands the result to "outbound".

@@ -80,5 +80,9 @@ class Server : public ServerTemplate {
 // {client, stage}.
 StreamEdit default_stream(const MessageView& message, std::string_view server_name,
                           bool pipelined);
+// The same, into `edit`: its topic's buffer is reused (no allocation a
+// message for a server that keeps one StreamEdit).
+void default_stream(const MessageView& message, std::string_view server_name, bool pipelined,
+                    StreamEdit& edit);
 
 }  // namespace palm::servers

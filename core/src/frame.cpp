@@ -236,13 +236,38 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
   std::byte* const data = block.data;
   const std::size_t payload_at = static_cast<std::size_t>(m.payload.data() - data);
   const std::size_t payload_len = m.payload.size();
+  const std::size_t wire_now = static_cast<std::size_t>(v->wire.data() - data);
+
+  // The head unchanged: its fields are the very bytes the frame holds (the
+  // same place and length) and the stage is the same. Then only the tail
+  // (error, dispatch id, flags, unknown fields) and the header are written,
+  // if the new topic fits before the wire: a master's result going out
+  // (the dispatch id cleared, the client's uuid as topic) is this case.
+  const auto same_bytes = [](std::string_view a, std::string_view b) {
+    return a.size() == b.size() && (a.empty() || a.data() == b.data());  // an empty field is no bytes
+  };
+  // The sizes and layout of this shape of message (its fields' lengths,
+  // not their bytes), computed once per shape: a master rewrites a stream
+  // of messages of one shape (the same field lengths, stage and flags;
+  // dispatch ids of one varint width).
+  const Shape& shape = shape_of(m, payload_len);
+  const std::size_t head = shape.head;
+  const std::size_t tail = shape.tail;
+  const MessageView& now_m = v->message;
+  // (The size check only guards the premise: a frame's wire is canonical,
+  // built or parsed into its block so, and its head then encode_head's.)
+  const bool head_kept = same_bytes(m.pipeline, now_m.pipeline) && same_bytes(m.client, now_m.client) &&
+                         same_bytes(m.function, now_m.function) && same_bytes(m.cache, now_m.cache) &&
+                         m.stage == now_m.stage && kFrameHeaderBytes + topic.size() <= wire_now &&
+                         payload_at - wire_now == head;
 
   // Every field but the payload, and the topic, may view the bytes about to
-  // be written: copy them aside first, then encode from the copies.
+  // be written: copy them aside first, then encode from the copies (the
+  // head's fields too, unless the head stays).
   MessageView n = m;
   std::string_view new_topic = topic;
-  const std::size_t aside = n.pipeline.size() + n.client.size() + n.function.size() + n.cache.size() +
-                            n.error.size() + n.unknown.size() + topic.size();
+  std::size_t aside = n.error.size() + n.unknown.size() + topic.size();
+  if (!head_kept) aside += n.pipeline.size() + n.client.size() + n.function.size() + n.cache.size();
   thread_local std::string scratch;
   scratch.resize(aside);
   std::size_t at = 0;
@@ -253,38 +278,39 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
     at += s.size();
     return kept;
   };
-  n.pipeline = keep(n.pipeline);
-  n.client = keep(n.client);
-  n.function = keep(n.function);
-  n.cache = keep(n.cache);
+  if (!head_kept) {
+    n.pipeline = keep(n.pipeline);
+    n.client = keep(n.client);
+    n.function = keep(n.function);
+    n.cache = keep(n.cache);
+  }
   n.error = keep(n.error);
   const std::string_view unknown =
       keep(std::string_view(reinterpret_cast<const char*>(n.unknown.data()), n.unknown.size()));
   n.unknown = std::as_bytes(std::span<const char>(unknown.data(), unknown.size()));
   new_topic = keep(topic);
 
-  // The sizes and layout of this shape of message, computed once per
-  // shape: a master rewrites a stream of messages of one shape (the same
-  // field lengths, stage and flags; dispatch ids of one varint width).
-  const Shape& shape = shape_of(n, payload_len);
-  const std::size_t head = shape.head;
-  const std::size_t tail = shape.tail;
-  const std::size_t topic_end = kFrameHeaderBytes + new_topic.size();
   std::size_t wire_offset = 0;
   std::size_t new_payload_at = payload_at;
-  if (payload_at >= topic_end + head && payload_at + payload_len + tail <= block.capacity) {
-    wire_offset = payload_at - head;  // the payload stays where it is
+  if (head_kept) {
+    if (payload_at + payload_len + tail > block.capacity) return false;  // nothing written yet
+    wire_offset = wire_now;  // the head's bytes stay
   } else {
-    // No room around it: the message moves to the start of the wire area
-    // (one memmove of the payload, still no new block).
-    wire_offset = wire_start(new_topic.size());
-    new_payload_at = wire_offset + head;
-    if (new_payload_at + payload_len + tail > block.capacity) return false;  // nothing written yet
-    std::memmove(data + new_payload_at, data + payload_at, payload_len);
+    const std::size_t topic_end = kFrameHeaderBytes + new_topic.size();
+    if (payload_at >= topic_end + head && payload_at + payload_len + tail <= block.capacity) {
+      wire_offset = payload_at - head;  // the payload stays where it is
+    } else {
+      // No room around it: the message moves to the start of the wire area
+      // (one memmove of the payload, still no new block).
+      wire_offset = wire_start(new_topic.size());
+      new_payload_at = wire_offset + head;
+      if (new_payload_at + payload_len + tail > block.capacity) return false;  // nothing written yet
+      std::memmove(data + new_payload_at, data + payload_at, payload_len);
+    }
+    // The payload is in place: the head and tail never overlap it.
+    const std::size_t payload_from = encode_head(n, payload_len, std::span<std::byte>(data + wire_offset, head));
+    PALM_ASSERT(payload_from == head);
   }
-  // The payload is in place: the head and tail never overlap it.
-  const std::size_t payload_from = encode_head(n, payload_len, std::span<std::byte>(data + wire_offset, head));
-  PALM_ASSERT(payload_from == head);
   const std::size_t tail_written =
       encode_tail(n, std::span<std::byte>(data + new_payload_at + payload_len, tail));
   PALM_ASSERT(tail_written == tail);

@@ -395,6 +395,69 @@ TEST_F(FrameTest, RewriteStampsFieldsAroundThePayloadInTheSameBlock) {
   EXPECT_EQ(kept.message.payload.data(), parsed->message.payload.data());
   EXPECT_EQ(kept.message.stage, parsed->message.stage);
   EXPECT_EQ(kept.message.dispatch_id, parsed->message.dispatch_id);
+
+  // Only the tail and the topic change (the head's fields are the frame's
+  // own bytes, the stage kept): the head stays where it is, untouched, and
+  // the frame is still byte for byte encode()'s. Then a topic too long for
+  // the room before the wire: the whole message is laid out again.
+  const std::byte* head_at = x->wire.data();
+  MessageView tail_only = x->message;
+  tail_only.dispatch_id = 300;  // a wider varint than none
+  tail_only.error = "worker says no";
+  tail_only.flags = 1;
+  static constexpr std::byte kUnknown[] = {std::byte{0x78}, std::byte{0x2a}};  // field 15, varint 42
+  tail_only.unknown = kUnknown;
+  const std::string topic3 = "f18e4a53-41a4-413e-8ce7-fe8533e469fe";
+  ASSERT_TRUE(f->rewrite(tail_only, topic3));
+  auto y = f->view();
+  ASSERT_TRUE(y);
+  EXPECT_EQ(y->wire.data(), head_at);
+  EXPECT_EQ(y->topic, topic3);
+  want_fields.dispatch_id = 300;
+  want_fields.error = "worker says no";
+  want_fields.flags = 1;
+  want_fields.unknown = kUnknown;
+  const auto want3 = encoded(want_fields);
+  ASSERT_EQ(y->wire.size(), want3.size());
+  EXPECT_EQ(std::memcmp(y->wire.data(), want3.data(), want3.size()), 0);
+  auto parsed3 = view_frame(*pool_, f->handle());
+  ASSERT_TRUE(parsed3) << parsed3.error().describe();
+  EXPECT_EQ(parsed3->message.error, "worker says no");
+  EXPECT_EQ(parsed3->message.dispatch_id, 300u);
+  EXPECT_EQ(f->cached_view()->message.error.data(), parsed3->message.error.data());
+  EXPECT_EQ(f->cached_view()->wire.size(), parsed3->wire.size());
+
+  // Again with the head kept, the error now viewing the frame's own tail,
+  // which the new tail overwrites (a one-byte id: everything after moves).
+  MessageView again = y->message;
+  again.dispatch_id = 5;
+  ASSERT_TRUE(f->rewrite(again, topic3));
+  auto y2 = f->view();
+  ASSERT_TRUE(y2);
+  EXPECT_EQ(y2->wire.data(), head_at);
+  EXPECT_EQ(std::string_view(y2->message.error), "worker says no");
+  EXPECT_EQ(y2->message.dispatch_id, 5u);
+  ASSERT_EQ(y2->message.unknown.size(), 2u);  // moved a byte back, intact
+  EXPECT_EQ(y2->message.unknown[1], std::byte{0x2a});
+  want_fields.dispatch_id = 5;
+  const auto want_again = encoded(want_fields);
+  ASSERT_EQ(y2->wire.size(), want_again.size());
+  EXPECT_EQ(std::memcmp(y2->wire.data(), want_again.data(), want_again.size()), 0);
+
+  MessageView cleared = y2->message;  // the tail's fields view the frame: kept aside first
+  cleared.dispatch_id = 0;
+  const auto room = static_cast<std::size_t>(head_at - reinterpret_cast<const std::byte*>(y->header)) -
+                    kFrameHeaderBytes;  // for a topic before the wire
+  const std::string long_topic(room + 8, 't');
+  ASSERT_TRUE(f->rewrite(cleared, long_topic));
+  auto z = f->view();
+  ASSERT_TRUE(z);
+  EXPECT_EQ(z->topic, long_topic);
+  want_fields.dispatch_id = 0;
+  const auto want4 = encoded(want_fields);
+  ASSERT_EQ(z->wire.size(), want4.size());
+  EXPECT_EQ(std::memcmp(z->wire.data(), want4.data(), want4.size()), 0);
+  EXPECT_EQ(std::string_view(z->message.error), "worker says no");
 }
 
 // Rewrites in a row, as a master makes them: a thread keeps the sizes and

@@ -90,7 +90,8 @@ class ExecPart final : public OutboundPart {
     } else if (out->kind() == Output::Kind::kBytes) {
       result.payload = bytes_of(out->bytes());
     }
-    StreamEdit edit = default_stream(result, server_.name(), server_.config_.pipelined);
+    StreamEdit& edit = edit_;
+    default_stream(result, server_.name(), server_.config_.pipelined, edit);
     server_.handle_stream(result, edit);
     result.stage = edit.stage;
     const bool unchanged = failure == Failure::kCount && out->kind() == Output::Kind::kSame &&
@@ -154,6 +155,7 @@ class ExecPart final : public OutboundPart {
 
  private:
   Server& server_;
+  StreamEdit edit_;  // reused by handle: its topic's buffer is allocated once, not a message
 };
 
 Server::Server(transport::Context& context, ServerConfig config,

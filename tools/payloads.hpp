@@ -100,11 +100,13 @@ class Payloads {
 
   bool traced() const noexcept { return kind_ != Kind::kDigest; }
 
+  // The filler is written and checked in chunks of this many bytes: whole
+  // alphabets (the letters at a chunk's start are those at the filler's),
+  // small enough for L1 with both windows: 6.5 KiB.
+  static constexpr std::size_t kChunk = 26 * 256;
+
  private:
   static std::size_t offset(std::uint64_t seq) noexcept { return static_cast<std::size_t>(seq % 26); }
-  // Whole alphabets (the letters at a chunk's start are those at the
-  // filler's), small enough for L1 with both windows: 6.5 KiB.
-  static constexpr std::size_t kChunk = 26 * 256;
 
   // What the method makes of a payload, decided once: every reply is
   // checked, and comparing the method's name per reply cost the client

@@ -14,8 +14,8 @@
 namespace palm::tools {
 namespace {
 
-// Around the chunks' seams: one chunk is 26 * 256 bytes of filler.
-constexpr std::size_t kChunkBytes = 26 * 256;
+// Around the chunks' seams.
+constexpr std::size_t kChunkBytes = Payloads::kChunk;
 const std::size_t kSizes[] = {kSeqDigits,
                               kSeqDigits + 1,
                               64,

@@ -471,11 +471,17 @@ const std::byte* data_of(std::string_view s) noexcept {
 
 // --- Writing ---------------------------------------------------------------
 
-std::size_t head_size(const MessageView& m, std::size_t payload_len) noexcept {
+std::size_t head_prefix_size(const MessageView& m) noexcept {
   return bytes_field_size(m.pipeline.size()) + bytes_field_size(m.client.size()) +
-         varint_field_size(std::bit_cast<std::uint64_t>(m.stage)) +
-         bytes_field_size(m.function.size()) + bytes_field_size(m.cache.size()) +
-         (payload_len == 0 ? 0 : 1 + varint_size(payload_len));
+         varint_field_size(std::bit_cast<std::uint64_t>(m.stage)) + bytes_field_size(m.function.size());
+}
+
+std::size_t head_suffix_size(std::size_t cache_len, std::size_t payload_len) noexcept {
+  return bytes_field_size(cache_len) + (payload_len == 0 ? 0 : 1 + varint_size(payload_len));
+}
+
+std::size_t head_size(const MessageView& m, std::size_t payload_len) noexcept {
+  return head_prefix_size(m) + head_suffix_size(m.cache.size(), payload_len);
 }
 
 std::size_t tail_size(const MessageView& m) noexcept {
@@ -489,17 +495,21 @@ std::size_t encoded_size(const MessageView& m) noexcept {
 
 namespace {
 
-std::byte* write_head(const MessageView& m, std::size_t payload_len, std::byte* w) noexcept {
-  w = put_bytes_field(w, kTagPipeline, data_of(m.pipeline), m.pipeline.size());
-  w = put_bytes_field(w, kTagClient, data_of(m.client), m.client.size());
-  w = put_varint_field(w, kTagStage, std::bit_cast<std::uint64_t>(m.stage));
-  w = put_bytes_field(w, kTagFunction, data_of(m.function), m.function.size());
+std::byte* write_head_suffix(const MessageView& m, std::size_t payload_len, std::byte* w) noexcept {
   w = put_bytes_field(w, kTagCache, data_of(m.cache), m.cache.size());
   if (payload_len != 0) {
     *w++ = std::byte{kTagPayload};
     w = put_varint(w, payload_len);
   }
   return w;
+}
+
+std::byte* write_head(const MessageView& m, std::size_t payload_len, std::byte* w) noexcept {
+  w = put_bytes_field(w, kTagPipeline, data_of(m.pipeline), m.pipeline.size());
+  w = put_bytes_field(w, kTagClient, data_of(m.client), m.client.size());
+  w = put_varint_field(w, kTagStage, std::bit_cast<std::uint64_t>(m.stage));
+  w = put_bytes_field(w, kTagFunction, data_of(m.function), m.function.size());
+  return write_head_suffix(m, payload_len, w);
 }
 
 std::byte* write_tail(const MessageView& m, std::byte* w) noexcept {
@@ -519,6 +529,12 @@ std::size_t encode_head(const MessageView& m, std::size_t payload_len,
                         std::span<std::byte> out) noexcept {
   PALM_ASSERT(out.size() >= head_size(m, payload_len));
   return static_cast<std::size_t>(write_head(m, payload_len, out.data()) - out.data());
+}
+
+std::size_t encode_head_suffix(const MessageView& m, std::size_t payload_len,
+                               std::span<std::byte> out) noexcept {
+  PALM_ASSERT(out.size() >= head_suffix_size(m.cache.size(), payload_len));
+  return static_cast<std::size_t>(write_head_suffix(m, payload_len, out.data()) - out.data());
 }
 
 std::size_t encode_tail(const MessageView& m, std::span<std::byte> out) noexcept {

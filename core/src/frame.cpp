@@ -195,6 +195,7 @@ struct Shape {
   std::size_t id_width = 0;  // bytes of the dispatch id field (0: absent)
   bool valid = false;
   std::size_t head = 0;
+  std::size_t prefix = 0;  // the head's fields 1-4 (head_prefix_size)
   std::size_t tail = 0;
   WireLayout layout;
 };
@@ -216,6 +217,7 @@ const Shape& shape_of(const MessageView& m, std::size_t payload_len) noexcept {
   last.flags = m.flags;
   last.id_width = id_width;
   last.head = head_size(m, payload_len);
+  last.prefix = head_prefix_size(m);
   last.tail = tail_size(m);
   last.layout = layout_for(m, payload_len);
   last.valid = true;
@@ -243,6 +245,9 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
   // (error, dispatch id, flags, unknown fields) and the header are written,
   // if the new topic fits before the wire: a master's result going out
   // (the dispatch id cleared, the client's uuid as topic) is this case.
+  // Fields 1-4 unchanged but another cache key: those bytes move as they
+  // are, only the key and the payload's tag are written: a master stamping
+  // a client's message is this case.
   const auto same_bytes = [](std::string_view a, std::string_view b) {
     return a.size() == b.size() && (a.empty() || a.data() == b.data());  // an empty field is no bytes
   };
@@ -254,12 +259,14 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
   const std::size_t head = shape.head;
   const std::size_t tail = shape.tail;
   const MessageView& now_m = v->message;
-  // (The size check only guards the premise: a frame's wire is canonical,
+  // (The size checks only guard the premise: a frame's wire is canonical,
   // built or parsed into its block so, and its head then encode_head's.)
-  const bool head_kept = same_bytes(m.pipeline, now_m.pipeline) && same_bytes(m.client, now_m.client) &&
-                         same_bytes(m.function, now_m.function) && same_bytes(m.cache, now_m.cache) &&
-                         m.stage == now_m.stage && kFrameHeaderBytes + topic.size() <= wire_now &&
-                         payload_at - wire_now == head;
+  const bool prefix_kept = same_bytes(m.pipeline, now_m.pipeline) && same_bytes(m.client, now_m.client) &&
+                           same_bytes(m.function, now_m.function) && m.stage == now_m.stage &&
+                           payload_at - wire_now == shape.prefix + head_suffix_size(now_m.cache.size(), payload_len);
+  const bool head_kept = prefix_kept && same_bytes(m.cache, now_m.cache) &&
+                         kFrameHeaderBytes + topic.size() <= wire_now;
+  const bool suffix_only = !head_kept && prefix_kept && payload_at >= kFrameHeaderBytes + topic.size() + head;
 
   // Every field but the payload, and the topic, may view the bytes about to
   // be written: copy them aside first, then encode from the copies (the
@@ -267,7 +274,8 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
   MessageView n = m;
   std::string_view new_topic = topic;
   std::size_t aside = n.error.size() + n.unknown.size() + topic.size();
-  if (!head_kept) aside += n.pipeline.size() + n.client.size() + n.function.size() + n.cache.size();
+  if (!head_kept) aside += n.cache.size();
+  if (!head_kept && !suffix_only) aside += n.pipeline.size() + n.client.size() + n.function.size();
   thread_local std::string scratch;
   scratch.resize(aside);
   std::size_t at = 0;
@@ -278,12 +286,12 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
     at += s.size();
     return kept;
   };
-  if (!head_kept) {
+  if (!head_kept && !suffix_only) {
     n.pipeline = keep(n.pipeline);
     n.client = keep(n.client);
     n.function = keep(n.function);
-    n.cache = keep(n.cache);
   }
+  if (!head_kept) n.cache = keep(n.cache);
   n.error = keep(n.error);
   const std::string_view unknown =
       keep(std::string_view(reinterpret_cast<const char*>(n.unknown.data()), n.unknown.size()));
@@ -295,6 +303,15 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
   if (head_kept) {
     if (payload_at + payload_len + tail > block.capacity) return false;  // nothing written yet
     wire_offset = wire_now;  // the head's bytes stay
+  } else if (suffix_only) {
+    if (payload_at + payload_len + tail > block.capacity) return false;  // nothing written yet
+    // The payload stays; fields 1-4 move to meet the new suffix (memmove:
+    // the two places overlap by all but the key's change in length).
+    wire_offset = payload_at - head;
+    std::memmove(data + wire_offset, data + wire_now, shape.prefix);
+    const std::size_t suffix = encode_head_suffix(
+        n, payload_len, std::span<std::byte>(data + wire_offset + shape.prefix, head - shape.prefix));
+    PALM_ASSERT(shape.prefix + suffix == head);
   } else {
     const std::size_t topic_end = kFrameHeaderBytes + new_topic.size();
     if (payload_at >= topic_end + head && payload_at + payload_len + tail <= block.capacity) {

@@ -456,6 +456,13 @@ TEST(CodecEncode, RandomMessagesMatchLibprotobufSerialization) {
     const std::size_t tail = encode_tail(m, std::span(frame).subspan(at + m.payload.size()));
     ASSERT_EQ(tail, tail_size(m));
     ASSERT_EQ(str_of(frame), expected);
+    // The head's two parts: fields 1-4 are libprotobuf's first bytes, the
+    // suffix (cache, the payload's tag and length) the rest of the head.
+    const std::size_t prefix = head_prefix_size(m);
+    ASSERT_EQ(prefix + head_suffix_size(m.cache.size(), m.payload.size()), at);
+    std::vector<std::byte> suffix(at - prefix);
+    ASSERT_EQ(encode_head_suffix(m, m.payload.size(), suffix), at - prefix);
+    ASSERT_EQ(str_of(suffix), expected.substr(prefix, at - prefix));
     // The layout computed without the bytes is the one parsed from them.
     const Result<WireLayout> parsed = layout_of(bytes_of(expected));
     ASSERT_TRUE(parsed) << parsed.error().describe();

@@ -510,6 +510,90 @@ TEST_F(FrameTest, RewritesInARowMatchEncodeWhateverTheShape) {
   }
 }
 
+// Only the cache key changes (a master stamping a client's message): fields
+// 1-4 move as they are to meet the new key, the payload stays put. Keys
+// that grow, shrink, vanish, alias the bytes that move, and one too long
+// for the room before the payload (the message is laid out again); each
+// frame must be encode()'s bytes, its kept view the parse's.
+TEST_F(FrameTest, RewriteOfTheCacheKeyAloneMatchesEncode) {
+  const std::string payload(500, 'q');  // a block with room after the frame, not before
+  MessageView m = sample(bytes_of(payload));
+  m.cache = {};
+  m.stage = 3;
+  auto f = Frame::build(*pool_, slot_, m);
+  ASSERT_TRUE(f) << f.error().describe();
+  const std::byte* payload_at = f->view()->message.payload.data();
+  MessageView want = m;
+
+  const auto check = [&](const char* step, std::string_view topic) {
+    SCOPED_TRACE(step);
+    const auto bytes = encoded(want);
+    auto parsed = view_frame(*pool_, f->handle());
+    ASSERT_TRUE(parsed) << parsed.error().describe();
+    ASSERT_EQ(parsed->wire.size(), bytes.size());
+    EXPECT_EQ(std::memcmp(parsed->wire.data(), bytes.data(), bytes.size()), 0);
+    EXPECT_EQ(parsed->topic, topic);
+    const FrameView* kept = f->cached_view();
+    ASSERT_NE(kept, nullptr);
+    EXPECT_EQ(kept->wire.data(), parsed->wire.data());
+    EXPECT_EQ(kept->wire.size(), parsed->wire.size());
+    EXPECT_EQ(kept->topic, parsed->topic);
+    EXPECT_EQ(kept->message.pipeline, std::string_view(want.pipeline));
+    EXPECT_EQ(kept->message.client, std::string_view(want.client));
+    EXPECT_EQ(kept->message.function, std::string_view(want.function));
+    EXPECT_EQ(kept->message.cache, std::string_view(want.cache));
+    EXPECT_EQ(kept->message.stage, want.stage);
+    EXPECT_EQ(kept->message.dispatch_id, want.dispatch_id);
+    EXPECT_EQ(kept->message.payload.data(), parsed->message.payload.data());
+  };
+
+  // None to a uuid4, with a dispatch id: the master's stamp.
+  MessageView n = f->view()->message;
+  n.cache = "d18e4a53-41a4-413e-8ce7-fe8533e469fe";
+  n.dispatch_id = 77;
+  ASSERT_TRUE(f->rewrite(n));
+  want.cache = "d18e4a53-41a4-413e-8ce7-fe8533e469fe";
+  want.dispatch_id = 77;
+  check("stamped", {});
+  EXPECT_EQ(f->view()->message.payload.data(), payload_at);
+
+  // Shorter, with a topic.
+  const std::string topic = "663d6598-1339-4747-afab-1b65934e8c1c";
+  n = f->view()->message;
+  n.cache = "short";
+  ASSERT_TRUE(f->rewrite(n, topic));
+  want.cache = "short";
+  check("shorter", topic);
+  EXPECT_EQ(f->view()->message.payload.data(), payload_at);
+
+  // The key is the frame's own client bytes, which move.
+  n = f->view()->message;
+  n.cache = n.client;
+  ASSERT_TRUE(f->rewrite(n, topic));
+  want.cache = want.client;
+  check("aliasing", topic);
+  EXPECT_EQ(f->view()->message.payload.data(), payload_at);
+
+  // No key.
+  n = f->view()->message;
+  n.cache = {};
+  n.dispatch_id = 0;
+  ASSERT_TRUE(f->rewrite(n));
+  want.cache = {};
+  want.dispatch_id = 0;
+  check("none", {});
+  EXPECT_EQ(f->view()->message.payload.data(), payload_at);
+
+  // Longer than the room before the payload: laid out again, still right.
+  const std::string long_key(200, 'k');
+  n = f->view()->message;
+  n.cache = long_key;
+  ASSERT_TRUE(f->rewrite(n));
+  want.cache = long_key;
+  check("too long for the room", {});
+  EXPECT_NE(f->view()->message.payload.data(), payload_at);
+}
+
 TEST_F(FrameTest, RewriteMovesThePayloadWhenTheRoomIsShortAndRefusesWhatCannotBeDone) {
   // A frame parsed from a pylm peer's golden bytes: a long topic eats the
   // room before the head, so the payload moves (one memmove, same block).

@@ -129,6 +129,18 @@ inline constexpr std::size_t kMaxWireSize = INT_MAX;
 [[nodiscard]] std::size_t encode_head(const MessageView& m,
                                       std::size_t payload_len,
                                       std::span<std::byte> out) noexcept;
+// The head in two: fields 1-4 (pipeline, client, stage, function), then
+// the suffix, field 5 (cache) and the payload's tag and length. A master
+// stamping a cache key keeps the first part's bytes and writes the suffix
+// only (Frame::rewrite). head_size == head_prefix_size + head_suffix_size.
+[[nodiscard]] std::size_t head_prefix_size(const MessageView& m) noexcept;
+[[nodiscard]] std::size_t head_suffix_size(std::size_t cache_len,
+                                           std::size_t payload_len) noexcept;
+// Writes the suffix of m's head (m.cache, and the payload's tag and length
+// if payload_len > 0) at the start of out; returns the bytes written.
+[[nodiscard]] std::size_t encode_head_suffix(const MessageView& m,
+                                             std::size_t payload_len,
+                                             std::span<std::byte> out) noexcept;
 // Bytes encode_tail writes: fields 7-9 and the unknown fields.
 [[nodiscard]] std::size_t tail_size(const MessageView& m) noexcept;
 // Writes fields 7-9 and m.unknown at the start of out; returns the bytes

@@ -294,11 +294,13 @@ class DispatchPart final : public OutboundPart {
   // Results and worker events, from every dispatcher and pylm's PULL.
   bool receive() {
     bool did = false;
-    Delivery d;
     std::int64_t now = 0;  // read at the first result: one clock read a call
+    batch_.resize(kBatch);
     for (std::size_t e = 0; e < dispatchers_; ++e) {
       Endpoint& ep = *endpoints_[e];
-      for (int i = 0; i < kBatch && ep.try_recv(d); ++i) {
+      const std::size_t got = ep.try_recv_batch(batch_.data(), batch_.size());
+      for (std::size_t i = 0; i < got; ++i) {
+        Delivery& d = batch_[i];
         did = true;
         const std::uint64_t key = key_of(e, d.peer);
         switch (d.event) {
@@ -337,8 +339,10 @@ class DispatchPart final : public OutboundPart {
             break;
           }
         }
+        d.frame.reset();  // what on_result did not pass on
       }
     }
+    Delivery d;
     for (int i = 0; i < kBatch && pylm_pull_->try_recv(d); ++i) {
       did = true;
       if (d.event != Event::kMessage) continue;
@@ -719,6 +723,9 @@ class DispatchPart final : public OutboundPart {
   std::unordered_multimap<std::string, std::uint64_t> pylm_by_cache_;
   std::uint32_t pylm_inflight_ = 0;
   std::deque<Pending> retry_;        // to send before new work (a worker gone, a timeout)
+  // Results and events taken from a dispatcher under one lock (shm), each
+  // emptied once handled.
+  std::vector<Delivery> batch_;
   // Results waiting for room in "outbound": one a message, in a vector
   // that keeps its capacity (a deque of these 232-byte items allocated a
   // chunk every second result).

@@ -13,6 +13,7 @@
 
 #include "palm/servers/parts.hpp"
 #include "palm/servers/server_template.hpp"
+#include "palm/transport/auto_select.hpp"
 #include "palm/transport/context.hpp"
 #include "peer.hpp"
 #include "servers_test_util.hpp"
@@ -132,6 +133,45 @@ TEST(ServerTemplate, AnOutboundPartsFeedbackGoesOnToItsRoute) {
   }
   for (int i = 0; i < 500 && seen.load() < 20; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(seen.load(), 20);
+  server.stop();
+}
+
+// Over shm an inbound part takes its messages in batches, under one lock:
+// never more than its messages limit lets it serve. What comes after the
+// limit stays unread.
+TEST(ServerTemplate, AnInboundPartTakesNoMoreThanItsLimitOverShm) {
+  auto ctx = transport::Context::create();
+  ASSERT_TRUE(ctx);
+  std::atomic<int> seen{0};
+  constexpr int kLimit = 10;
+  ServerTemplate server(*ctx, options());
+  auto& pull = server.register_inbound(PullService("in", "tcp://127.0.0.1:*"), "tally", false, kLimit);
+  server.register_outbound(std::make_unique<Tally>(seen));
+  ASSERT_TRUE(server.start());
+  ASSERT_FALSE(server.segment().empty());
+  palm::test::ShmGuard guard(server.segment());
+
+  transport::AutoOptions ao;
+  ao.mode = shm::TransportMode::kShm;
+  ao.server_name = server.name();
+  auto push = transport::open_auto(
+      *ctx, transport::EndpointSpec::connect_to(transport::Pattern::kPush, dynamic_cast<InboundPart&>(pull).address()),
+      server.db_address(), ao);
+  ASSERT_TRUE(push) << push.error().describe();
+  ASSERT_EQ((*push)->scheme(), transport::Scheme::kShm);
+  // Queued before the part can take them: its batches then hold more than
+  // the limit allows.
+  for (int i = 0; i < kLimit + 30; ++i) {
+    MessageView m;
+    m.function = "x.y";
+    m.payload = test::bytes_of("p");
+    auto f = ctx->build(m);
+    ASSERT_TRUE(f);
+    ASSERT_EQ((*push)->send_for(*f, 5s), transport::SendResult::kQueued);
+  }
+  EXPECT_TRUE(server.wait(5s));
+  EXPECT_EQ(seen.load(), kLimit);
+  EXPECT_EQ(pull.stats().messages_in, static_cast<std::uint64_t>(kLimit));
   server.stop();
 }
 

@@ -207,6 +207,34 @@ TEST_F(ContextShm, ABatchReceiveTakesWhatTryRecvWouldInOrder) {
   EXPECT_EQ(bound->try_recv_batch(batch.data(), batch.size()), 0u);
 }
 
+// The connected side's batch: one lock, the host's order, at most as many
+// as asked.
+TEST_F(ContextShm, AConnectedPullTakesABatchInTheHostsOrder) {
+  auto push = ctx().open(EndpointSpec::bind_to(Pattern::kPush, addr("out")));
+  ASSERT_TRUE(push) << push.error().describe();
+  auto pull = ctx().open(EndpointSpec::connect_to(Pattern::kPull, addr("out")));
+  ASSERT_TRUE(pull) << pull.error().describe();
+  ASSERT_EQ((*pull)->scheme(), Scheme::kShm);
+  for (std::uint64_t i = 0; i < 10; ++i) {
+    Frame f = make_msg(ctx(), "host", "work", i);
+    ASSERT_EQ((*push)->send_for(f, 5s), SendResult::kQueued) << i;  // waits for the peer to register
+  }
+  std::vector<Delivery> batch(4);
+  std::vector<std::uint64_t> seen;
+  for (int round = 0; round < 500 && seen.size() < 10; ++round) {
+    const std::size_t n = (*pull)->try_recv_batch(batch.data(), batch.size());
+    ASSERT_LE(n, batch.size());
+    for (std::size_t i = 0; i < n; ++i) {
+      auto m = read_msg(batch[i]);
+      ASSERT_TRUE(m);
+      seen.push_back(m->seq);
+    }
+    if (n == 0) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  EXPECT_EQ((*pull)->try_recv_batch(batch.data(), batch.size()), 0u);
+}
+
 TEST_F(ContextShm, ShutdownRemovesTheSegmentAndRefusesOpens) {
   auto pull = ctx().open(EndpointSpec::bind_to(Pattern::kPull, addr("in")));
   ASSERT_TRUE(pull);

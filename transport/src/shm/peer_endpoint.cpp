@@ -160,6 +160,14 @@ bool PeerEndpoint::try_recv(Delivery& out) noexcept {
   return recv_locked(out);
 }
 
+std::size_t PeerEndpoint::try_recv_batch(Delivery* out, std::size_t max) noexcept {
+  if (!transport::receives(p_.pattern) || closed_.load(std::memory_order_acquire)) return 0;
+  std::lock_guard lock(recv_mu_);
+  std::size_t n = 0;
+  while (n < max && recv_locked(out[n])) ++n;
+  return n;
+}
+
 WaitResult PeerEndpoint::recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept {
   if (!transport::receives(p_.pattern)) return WaitResult::kShutdown;
   bool got = false;

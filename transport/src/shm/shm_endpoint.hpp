@@ -271,6 +271,7 @@ class PeerEndpoint final : public ShmEndpoint {
   SendResult try_send(Frame& frame, const Envelope& to) noexcept override;
   SendResult send_for(Frame& frame, std::chrono::nanoseconds timeout, const Envelope& to) noexcept override;
   bool try_recv(Delivery& out) noexcept override;
+  std::size_t try_recv_batch(Delivery* out, std::size_t max) noexcept override;
   WaitResult recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept override;
   void set_doorbell(Doorbell* bell) noexcept override;
   std::chrono::nanoseconds wait_spin() const noexcept override { return Doorbell::default_spin(); }

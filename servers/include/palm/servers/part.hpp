@@ -31,6 +31,7 @@
 //             (a blocking inbound part) or else to the part's own `route`
 //   bypass    outside the router: its own thread and endpoints only
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -170,6 +171,11 @@ class Part {
   bool count_message() noexcept;
   bool limit_reached() const noexcept {
     return messages_limit_ != 0 && served_ >= messages_limit_;
+  }
+  // Messages the part may still take before its limit: at most `batch`.
+  std::size_t room_before_limit(std::size_t batch) const noexcept {
+    if (messages_limit_ == 0) return batch;
+    return served_ >= messages_limit_ ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(batch, messages_limit_ - served_));
   }
 
   const PartEnv& env() const noexcept { return env_; }

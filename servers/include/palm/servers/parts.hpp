@@ -89,6 +89,9 @@ class InboundPart : public Part {
   std::string bound_;
   std::size_t next_ = 0;  // round robin over endpoints
   std::vector<Emitted> emitted_;  // one input's scatter output, pushed after scatter returns
+  // A batch of deliveries taken from one endpoint under one lock (shm),
+  // each emptied once handled.
+  std::vector<transport::Delivery> batch_;
 };
 
 class OutboundPart : public Part {

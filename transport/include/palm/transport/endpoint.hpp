@@ -217,6 +217,14 @@ class Endpoint {
   // ---- receiving ----------------------------------------------------------
   // Takes the oldest delivery, if any. Never blocks; lock-free.
   virtual bool try_recv(Delivery& out) noexcept = 0;
+  // Takes up to `max` deliveries into out[0, n), oldest first, and returns
+  // n: try_recv for a consumer that drains. A shm endpoint takes its lock
+  // once for the batch (it takes it per try_recv).
+  virtual std::size_t try_recv_batch(Delivery* out, std::size_t max) noexcept {
+    std::size_t n = 0;
+    while (n < max && try_recv(out[n])) ++n;
+    return n;
+  }
   // Waits up to `timeout` for a delivery: kReady, kTimeout, or kShutdown once
   // the endpoint is closed and drained.
   virtual WaitResult recv_for(Delivery& out, std::chrono::nanoseconds timeout) noexcept = 0;

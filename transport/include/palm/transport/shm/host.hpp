@@ -123,14 +123,6 @@ class ShmEndpoint : public transport::Endpoint {
   // kSub's replies in flight beyond it may be dropped by a publisher:
   // lost()). 0 on the bound side, which has a channel per peer.
   virtual std::size_t inbound_capacity() const noexcept { return 0; }
-  // Takes up to `max` deliveries into out[0, n), oldest first, and returns
-  // n: try_recv for a consumer that drains, with one lock for the batch on
-  // the bound side (which takes its lock per try_recv).
-  virtual std::size_t try_recv_batch(transport::Delivery* out, std::size_t max) noexcept {
-    std::size_t n = 0;
-    while (n < max && try_recv(out[n])) ++n;
-    return n;
-  }
   // The doorbell in the segment that this endpoint's messages ring (bound
   // side: the service's, rung by every peer's send and pop; connected side:
   // the peer entry's, rung by the host). A thread that serves this endpoint

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "palm/core/assert.hpp"
+#include "palm/core/detail/varint.hpp"
 
 namespace palm {
 namespace {
@@ -46,7 +47,10 @@ std::size_t wire_start(std::size_t topic_length) {
 
 void write_header(std::byte* data, std::string_view topic, std::size_t wire_offset,
                   const WireLayout& layout) {
-  FrameHeader h{};
+  // Every member set, none value-initialized: `FrameHeader h{}` zeroed the
+  // whole header with a `rep stos` first.
+  FrameHeader h;
+  std::memset(h.reserved, 0, sizeof h.reserved);
   h.magic = kFrameMagic;
   h.version = kFrameVersion;
   h.topic_length = static_cast<std::uint16_t>(topic.size());
@@ -205,9 +209,9 @@ const Shape& shape_of(const MessageView& m, std::size_t payload_len) noexcept {
   thread_local Shape last;
   const std::array<std::size_t, 7> lengths{m.pipeline.size(), m.client.size(), m.function.size(), m.cache.size(),
                                            payload_len,       m.error.size(),  m.unknown.size()};
-  MessageView bare;  // the dispatch id alone: its field's size
-  bare.dispatch_id = m.dispatch_id;
-  const std::size_t id_width = tail_size(bare);
+  // The dispatch id's field: its tag and varint, none for 0 (a MessageView
+  // holding the id alone, for tail_size, was zeroed with a `rep stos`).
+  const std::size_t id_width = m.dispatch_id == 0 ? 0 : 1 + detail::varint_size(m.dispatch_id);
   if (last.valid && last.lengths == lengths && last.stage == m.stage && last.flags == m.flags &&
       last.id_width == id_width) {
     return last;
@@ -340,14 +344,13 @@ bool Frame::rewrite(const MessageView& m, std::string_view topic) noexcept {
   (void)pool_->set_used(handle_, wire_offset + layout.size);
   // The new view, from what was just written: a holder that views the frame
   // next (a master does, each time) does not parse it again.
-  FrameView now;
-  now.handle = handle_;
-  now.header = reinterpret_cast<const FrameHeader*>(data);  // NOLINT: the layout ABI
-  now.topic = std::string_view(reinterpret_cast<const char*>(data) + kFrameHeaderBytes, new_topic.size());
-  now.wire = std::span<const std::byte>(data + wire_offset, layout.size);
-  if (auto message = view_of(layout, now.wire)) {
-    now.message = *message;
-    view_ = now;
+  // Built whole, each member given: a default FrameView filled in after
+  // was zeroed with a `rep stos` first.
+  const std::span<const std::byte> wire(data + wire_offset, layout.size);
+  if (auto message = view_of(layout, wire)) {
+    view_.emplace(FrameView{handle_, reinterpret_cast<const FrameHeader*>(data),  // NOLINT: the layout ABI
+                            std::string_view(reinterpret_cast<const char*>(data) + kFrameHeaderBytes, new_topic.size()),
+                            wire, *message});
   } else {
     view_.reset();  // not expected: the next view() says why
   }

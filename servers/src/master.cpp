@@ -55,7 +55,7 @@ class Fifo {
   T& front() noexcept { return items_[head_]; }
   void push_back(T&& item) { items_.push_back(std::move(item)); }
   void pop_front() {
-    items_[head_] = T{};  // what it held goes now
+    items_[head_].clear();  // what it held goes now (not `= T{}`: Frame's note)
     if (++head_ == items_.size()) {
       items_.clear();
       head_ = 0;
@@ -273,6 +273,11 @@ class DispatchPart final : public OutboundPart {
     Frame frame;
     std::uint64_t id = 0;
     std::int64_t since_ns = 0;
+    void clear() noexcept {
+      frame.reset();
+      id = 0;
+      since_ns = 0;
+    }
   };
   struct Counters {
     std::atomic<std::uint64_t> dispatched_shm{0}, dispatched_tcp{0}, dispatched_pylm{0},
@@ -430,7 +435,10 @@ class DispatchPart final : public OutboundPart {
       void emit(const MessageView& m) override { part_.publish(m, frame_, since_); }
       void emit_same() override {
         ++same_;
-        part_.pending_out_.push_back(Pending{Frame{}, kSamePlaceholder, since_});
+        Pending placeholder;  // default-initialized: no `Frame{}` (Frame's note)
+        placeholder.id = kSamePlaceholder;
+        placeholder.since_ns = since_;
+        part_.pending_out_.push_back(std::move(placeholder));
       }
       int same() const noexcept { return same_; }
 

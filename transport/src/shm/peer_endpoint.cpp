@@ -148,8 +148,11 @@ bool PeerEndpoint::recv_locked(Delivery& out) noexcept {
     }
     Counters::add(counters_.messages_in);
     Counters::add(counters_.bytes_in, view->wire.size());
-    out = Delivery{};
     out.frame = std::move(f);
+    out.event = transport::Event::kMessage;
+    out.body = Body::kMessage;
+    out.peer = transport::PeerId::kNone;
+    out.credits = 0;
     return true;
   }
 }

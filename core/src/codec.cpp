@@ -597,6 +597,40 @@ Result<WireLayout> layout_of(std::span<const std::byte> canonical) noexcept {
   return layout_in_place(s, canonical.size());
 }
 
+namespace {
+
+// Every span of the layout within its size (the caller checks the size
+// against the buffer).
+bool layout_fits(const WireLayout& layout) noexcept {
+  const std::uint64_t size = layout.size;
+  bool fits = layout.payload_tag <= layout.tail && layout.tail <= size;
+  for (const FieldSpan& f : {layout.pipeline, layout.client, layout.function, layout.cache,
+                             layout.payload, layout.error, layout.unknown}) {
+    fits = fits && std::uint64_t{f.offset} + f.length <= size;
+  }
+  return fits;
+}
+
+}  // namespace
+
+bool view_into(const WireLayout& l, std::span<const std::byte> buffer, MessageView& out) noexcept {
+  if (l.size > buffer.size() || !layout_fits(l)) return false;
+  const std::byte* base = buffer.data();
+  const auto str = [base](FieldSpan f) { return chars(base + f.offset, f.length); };
+  const auto span = [base](FieldSpan f) { return std::span<const std::byte>(base + f.offset, f.length); };
+  out.pipeline = str(l.pipeline);
+  out.client = str(l.client);
+  out.stage = l.stage;
+  out.function = str(l.function);
+  out.cache = str(l.cache);
+  out.payload = span(l.payload);
+  out.error = str(l.error);
+  out.dispatch_id = l.dispatch_id;
+  out.flags = l.flags;
+  out.unknown = span(l.unknown);
+  return true;
+}
+
 Result<MessageView> view_of(const WireLayout& layout, std::span<const std::byte> buffer) noexcept {
   const std::uint64_t size = layout.size;
   if (size > buffer.size()) {
@@ -604,12 +638,7 @@ Result<MessageView> view_of(const WireLayout& layout, std::span<const std::byte>
                                              " bytes over a buffer of " +
                                              std::to_string(buffer.size()));
   }
-  bool fits = layout.payload_tag <= layout.tail && layout.tail <= size;
-  for (const FieldSpan& f : {layout.pipeline, layout.client, layout.function, layout.cache,
-                             layout.payload, layout.error, layout.unknown}) {
-    fits = fits && std::uint64_t{f.offset} + f.length <= size;
-  }
-  if (!fits) {
+  if (!layout_fits(layout)) {
     return make_error(Errc::kMalformed, "WireLayout: a field or offset past the message's " +
                                             std::to_string(size) + " bytes");
   }

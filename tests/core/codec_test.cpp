@@ -162,6 +162,8 @@ std::string check_agree(const std::string& wire) {
   const Result<MessageView> view = view_of(layout, out);
   if (!view) return "view_of: " + view.error().describe();
   if (!same_fields(*view, ref)) return "fields differ: " + describe(*view);
+  MessageView into;
+  if (!view_into(layout, out, into) || !same_fields(into, ref)) return "view_into differs from view_of";
   const Result<MessageView> decoded = decode(bytes_of(canonical));
   if (!decoded || !same_fields(*decoded, ref)) return "decode of the canonical output differs";
   if (!(layout_for(*view, view->payload.size()) == layout)) return "layout_for differs";
@@ -746,13 +748,19 @@ TEST(CodecMalformed, DamagedLayoutIsAnErrorNotAStrayRead) {
   Result<WireLayout> layout = layout_of(bytes_of(wire));
   ASSERT_TRUE(layout);
   EXPECT_TRUE(view_of(*layout, bytes_of(wire)));
+  MessageView into;
+  EXPECT_TRUE(view_into(*layout, bytes_of(wire), into));
+  EXPECT_EQ(into.pipeline, "a");
   EXPECT_EQ(view_of(*layout, bytes_of(wire).first(6)).error().code, Errc::kOutOfRange);
+  EXPECT_FALSE(view_into(*layout, bytes_of(wire).first(6), into));
   WireLayout bad = *layout;
   bad.payload.length = 100;
   EXPECT_EQ(view_of(bad, bytes_of(wire)).error().code, Errc::kMalformed);
+  EXPECT_FALSE(view_into(bad, bytes_of(wire), into));
   bad = *layout;
   bad.unknown = {0xFFFFFFFFU, 2};  // offset + length overflows 32 bits
   EXPECT_EQ(view_of(bad, bytes_of(wire)).error().code, Errc::kMalformed);
+  EXPECT_FALSE(view_into(bad, bytes_of(wire), into));
 }
 
 TEST(CodecAlloc, WritingAndReadingDoNotAllocate) {

@@ -187,6 +187,12 @@ inline constexpr std::size_t kMaxWireSize = INT_MAX;
 // is an error, not a stray read. Strings are not revalidated.
 [[nodiscard]] Result<MessageView> view_of(
     const WireLayout& layout, std::span<const std::byte> buffer) noexcept;
+// view_of into `out`, each field written where it stays; false where
+// view_of fails (it says why), `out` then unspecified. For a view kept in a
+// larger struct: a MessageView returned and copied in is read back in wide
+// loads over the narrow stores that made it, a store-forwarding stall.
+[[nodiscard]] bool view_into(const WireLayout& layout, std::span<const std::byte> buffer,
+                             MessageView& out) noexcept;
 
 // layout_of + view_of: the fields of a canonical message, viewed in place.
 [[nodiscard]] Result<MessageView> decode(

@@ -365,6 +365,12 @@ Result<Frame> Frame::share() const noexcept {
   return copy;
 }
 
+Result<Frame> Frame::share_unviewed() const noexcept {
+  if (!*this) return make_error(Errc::kInvalidArgument, "an empty Frame cannot be shared");
+  if (auto r = pool_->add_ref(slot_, handle_); !r) return tl::unexpected(std::move(r.error()));
+  return Frame(*pool_, slot_, handle_);
+}
+
 Result<Handle> Frame::give_away() noexcept {
   if (!*this) return make_error(Errc::kInvalidArgument, "an empty Frame has nothing to give");
   if (auto r = pool_->unhold(slot_, handle_); !r) return tl::unexpected(std::move(r.error()));

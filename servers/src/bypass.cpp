@@ -130,7 +130,7 @@ WaitResult BypassDispatcher::wait(std::chrono::nanoseconds timeout, const OnResu
 }
 
 bool BypassDispatcher::send_to(Worker& w, Frame& frame, std::uint64_t id) {
-  auto keep = frame.share();
+  auto keep = frame.share_unviewed();  // seldom read: a view would be copied at every move
   if (!keep) return false;
   Envelope to;
   to.peer = w.peer;
@@ -143,7 +143,7 @@ bool BypassDispatcher::send_to(Worker& w, Frame& frame, std::uint64_t id) {
   --w.credits;
   ++w.held;
   ++stats_.dispatched;
-  inflight_.put(id, InFlight{std::move(*keep), w.peer});
+  inflight_.put(id, InFlight{w.peer, std::move(*keep)});
   return true;
 }
 

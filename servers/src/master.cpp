@@ -263,11 +263,13 @@ class DispatchPart final : public OutboundPart {
     std::int64_t gap_ns = INT64_MAX;
     bool busy = false;  // it held others at its last result (note_result)
   };
+  // The frame last: what a result reads first shares a cache line with the
+  // table's id (the frame's view storage, ~200 bytes, stays unread).
   struct InFlight {
-    Frame frame;  // a second reference to what was sent, to send it again
     std::uint64_t worker = 0;  // a key of workers_, or kPylm
     std::int64_t sent_ns = 0;  // at a pylm worker (check_timeouts): palm workers' are not read
     std::int64_t since_ns = 0;  // when the message entered the master
+    Frame frame;  // a second reference to what was sent, to send it again (unviewed)
   };
   struct Pending {
     Frame frame;
@@ -675,7 +677,7 @@ class DispatchPart final : public OutboundPart {
   }
 
   bool send_to_a_worker(Pending& p) {
-    auto keep = p.frame.share();
+    auto keep = p.frame.share_unviewed();  // seldom read: a view would be copied at every move
     if (!keep) return false;
     // palm workers first (feed_busiest.hpp).
     for (std::size_t tries = 0; tries < order_.size(); ++tries) {
@@ -693,7 +695,7 @@ class DispatchPart final : public OutboundPart {
         --w.credits;
         w.held.store(w.held.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         PartCounters::bump(w.shm ? c_.dispatched_shm : c_.dispatched_tcp);
-        inflight_.put(p.id, InFlight{std::move(*keep), w.key, 0, p.since_ns});  // sent_ns: pylm's only
+        inflight_.put(p.id, InFlight{w.key, 0, p.since_ns, std::move(*keep)});  // sent_ns: pylm's only
         return true;
       }
       // kNoCredit, kFull; or kPeerGone, kClosed, whose kPeerGone event will
@@ -710,7 +712,7 @@ class DispatchPart final : public OutboundPart {
         ++pylm_inflight_;
         PartCounters::bump(c_.dispatched_pylm);
         pylm_by_cache_.emplace(cache, p.id);
-        inflight_.put(p.id, InFlight{std::move(*keep), kPylm, Router::now_ns(), p.since_ns});
+        inflight_.put(p.id, InFlight{kPylm, Router::now_ns(), p.since_ns, std::move(*keep)});
         return true;
       }
     }

@@ -327,6 +327,26 @@ TEST_F(FrameTest, FrameOwnsOneReferenceAndSharesByCount) {
   ASSERT_TRUE(pool_->hold(slot_, *h));
   Frame back(*pool_, slot_, *h);
   EXPECT_TRUE(back.view());
+
+  // A bare second reference: the same block, counted, no kept view until
+  // it views (validating again); the first outlives it and the reverse.
+  ASSERT_NE(back.cached_view(), nullptr);
+  auto bare = back.share_unviewed();
+  ASSERT_TRUE(bare) << bare.error().describe();
+  EXPECT_EQ(bare->handle(), back.handle());
+  EXPECT_EQ(bare->cached_view(), nullptr);
+  const Handle handle = back.handle();
+  back.reset();
+  auto bv = bare->view();
+  ASSERT_TRUE(bv) << bv.error().describe();
+  EXPECT_EQ(bv->topic, "t");
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(bv->message.payload.data()), bv->message.payload.size()), "fan-out");
+  ASSERT_NE(bare->cached_view(), nullptr);
+  Frame moved_bare = std::move(*bare);
+  EXPECT_EQ(moved_bare.handle(), handle);
+  ASSERT_NE(moved_bare.cached_view(), nullptr);  // the view moved with it
+  EXPECT_EQ(bare->cached_view(), nullptr);
+  EXPECT_FALSE(Frame().share_unviewed());
 }
 
 // Rewriting in place: what a master does to the message a client sent it

@@ -155,11 +155,12 @@ class MaybeView {
 
  private:
   static_assert(std::is_trivially_copyable_v<FrameView> && std::is_trivially_destructible_v<FrameView>);
+  // The flag first: an empty one is read from the Frame's first cache line.
+  bool has_ = false;
   union Storage {
     Storage() noexcept {}
     FrameView view;
   } u_;
-  bool has_ = false;
 };
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -241,6 +242,10 @@ class Frame {
   [[nodiscard]] bool rewrite(const MessageView& m, std::string_view topic = {}) noexcept;
   // A second reference for fan-out (the count goes up; nothing is copied).
   [[nodiscard]] Result<Frame> share() const noexcept;
+  // share() without the kept view (copying it is ~200 bytes, and as many
+  // again each time the Frame moves): for a reference kept aside and seldom
+  // read, such as a copy to send again. Its first view() validates again.
+  [[nodiscard]] Result<Frame> share_unviewed() const noexcept;
   // The reference leaves this slot (sent through a channel): unheld, not
   // released; the Frame becomes empty. Returns the handle to send.
   [[nodiscard]] Result<Handle> give_away() noexcept;

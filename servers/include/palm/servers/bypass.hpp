@@ -140,8 +140,8 @@ class BypassDispatcher {
     bool busy = false;  // it held others at its last result (note_result)
   };
   struct InFlight {
-    Frame frame;  // a second reference, to send it again
     transport::PeerId worker = transport::PeerId::kNone;
+    Frame frame;  // a second reference, to send it again (unviewed: Frame::share_unviewed)
   };
   struct Retry {
     Frame frame;

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+
 namespace palm::servers {
 
 Router::~Router() {
@@ -40,21 +42,31 @@ std::int64_t Router::now_ns() noexcept {
 
 Router::Item Router::pack(Frame& frame, RouteId reply_to, std::uint64_t token,
                           std::int64_t since_ns) noexcept {
+  Item item;
+  fill(item, frame, reply_to, token, since_ns);
+  return item;
+}
+
+void Router::fill(Item& item, Frame& frame, RouteId reply_to, std::uint64_t token,
+                  std::int64_t since_ns) noexcept {
   const FrameView* viewed = frame.cached_view();
-  return Item{frame.pool(),
-              frame.handle().bits(),
-              static_cast<std::uint32_t>(frame.slot()),
-              reply_to,
-              token,
-              since_ns != 0 ? since_ns : now_ns(),
-              viewed != nullptr,
-              viewed != nullptr ? *viewed : FrameView{}};
+  item.pool = frame.pool();
+  item.handle = frame.handle().bits();
+  item.slot = static_cast<std::uint32_t>(frame.slot());
+  item.reply_to = reply_to;
+  item.token = token;
+  item.since_ns = since_ns != 0 ? since_ns : now_ns();
+  item.viewed = viewed != nullptr;
+  if (viewed != nullptr) std::memcpy(item.view, viewed, sizeof(FrameView));  // else unread: left as it is
 }
 
 bool Router::try_push(RouteId route, Frame& frame, RouteId reply_to, std::uint64_t token,
                       std::int64_t since_ns) noexcept {
   auto& r = routes_[route];
-  if (!r.ring->try_push(pack(frame, reply_to, token, since_ns))) return false;
+  // Made in its cell: an item built aside (~250 bytes, most of it the view)
+  // was copied in, and its view read back over the narrow stores that had
+  // just written it.
+  if (!r.ring->try_push_in_place([&](Item& item) { fill(item, frame, reply_to, token, since_ns); })) return false;
   // The ring holds the reference now.
   (void)frame.detach();
   if (r.bell != nullptr) r.bell->ring_if_waiting();
@@ -73,14 +85,13 @@ bool Router::push_for(RouteId route, Frame& frame, std::chrono::nanoseconds time
 }
 
 bool Router::try_pop(RouteId route, Routed& out) noexcept {
-  Item item;
-  if (!routes_[route].ring->try_pop(item)) return false;
-  const Handle h = Handle::from_bits(item.handle);
-  out.frame = item.viewed ? Frame(*item.pool, SlotId{item.slot}, h, item.view) : Frame(*item.pool, SlotId{item.slot}, h);
-  out.reply_to = item.reply_to;
-  out.token = item.token;
-  out.since_ns = item.since_ns;
-  return true;
+  // Read in its cell, the view copied once, into out.frame.
+  return routes_[route].ring->try_pop_in_place([&out](const Item& item) {
+    out.frame.adopt(*item.pool, SlotId{item.slot}, Handle::from_bits(item.handle), item.viewed_as());
+    out.reply_to = item.reply_to;
+    out.token = item.token;
+    out.since_ns = item.since_ns;
+  });
 }
 
 std::size_t Router::depth(RouteId route) const noexcept { return routes_[route].ring->size_approx(); }

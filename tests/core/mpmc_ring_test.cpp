@@ -260,7 +260,7 @@ TEST(MpmcRing, BlockingPingPongNeverLosesAWakeup) {
 
 // --- N producers x M consumers ---------------------------------------------
 
-enum class Form { kSingle, kBatch, kBlocking };
+enum class Form { kSingle, kBatch, kBlocking, kInPlace };
 
 struct StressCase {
   int producers;
@@ -272,7 +272,10 @@ struct StressCase {
 
 std::string case_name(const testing::TestParamInfo<StressCase>& info) {
   const StressCase& c = info.param;
-  const char* form = c.form == Form::kSingle ? "Single" : c.form == Form::kBatch ? "Batch" : "Blocking";
+  const char* form = c.form == Form::kSingle     ? "Single"
+                     : c.form == Form::kBatch    ? "Batch"
+                     : c.form == Form::kBlocking ? "Blocking"
+                                                 : "InPlace";
   return std::to_string(c.producers) + "P" + std::to_string(c.consumers) + "C_cap" +
          std::to_string(c.capacity) + "_" + form + (c.yield_in_claims ? "_YieldHook" : "");
 }
@@ -335,6 +338,13 @@ TEST_P(MpmcRingStress, EachItemArrivesOnceInPerProducerOrder) {
             }
             ++seq;
             break;
+          case Form::kInPlace:
+            if (ring.try_push_in_place([&](Item& item) { item = make_item(producer, seq); })) {
+              ++seq;
+            } else {
+              std::this_thread::yield();
+            }
+            break;
         }
       }
     });
@@ -384,6 +394,9 @@ TEST_P(MpmcRingStress, EachItemArrivesOnceInPerProducerOrder) {
             got = 1;
             break;
           }
+          case Form::kInPlace:
+            got = ring.try_pop_in_place([&](const Item& item) { accept(item); }) ? 1 : 0;
+            break;
         }
         if (got == 0) {
           std::this_thread::yield();
@@ -418,6 +431,8 @@ INSTANTIATE_TEST_SUITE_P(
                     StressCase{3, 1, 16, Form::kSingle, false},
                     StressCase{1, 3, 16, Form::kBatch, false},
                     StressCase{3, 3, 4, Form::kSingle, true},
+                    StressCase{3, 3, 64, Form::kInPlace, false},
+                    StressCase{3, 3, 4, Form::kInPlace, true},
                     StressCase{3, 3, 16, Form::kBatch, true},
                     StressCase{16, 16, 32, Form::kSingle, false},
                     StressCase{16, 16, 32, Form::kBatch, false},

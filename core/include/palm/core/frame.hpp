@@ -257,6 +257,16 @@ class Frame {
     view_.reset();
     return std::exchange(handle_, Handle{});
   }
+  // reset(), then holds `h` as Frame(pool, slot, h) or Frame(pool, slot, h,
+  // *viewed) would, the view copied once, straight into place (no
+  // temporary Frame moved in).
+  void adopt(BlockPool& pool, SlotId slot, Handle h, const FrameView* viewed) noexcept {
+    reset();
+    pool_ = &pool;
+    slot_ = slot;
+    handle_ = h;
+    if (viewed != nullptr) view_.emplace(*viewed);
+  }
   // Drops the reference now. Inline for the common case of an empty Frame
   // (every Frame moved from is destroyed through it).
   void reset() noexcept {

@@ -90,6 +90,15 @@ class MpmcRing {
   // Pops up to `max` of the oldest items into out[0..k), claimed with one
   // CAS, in order. Returns k (0 if empty).
   std::size_t try_pop_n(T* out, std::size_t max) noexcept;
+  // try_push and try_pop with the item made and read in its cell: write(T&)
+  // fills a default-initialized T there, read(const T&) reads it before the
+  // cell is freed. For a large item (the router's, ~250 bytes), nothing is
+  // built aside and copied in or out. Both must be quick, never block nor
+  // throw: the cell is claimed, and its turn held, while they run.
+  template <class Write>
+  bool try_push_in_place(Write&& write) noexcept;
+  template <class Read>
+  bool try_pop_in_place(Read&& read) noexcept;
 
   // Deferred wake-ups, for a thread that moves items one by one but wants one
   // wake-up per batch (the ZeroMQ bridge: it pops until ZeroMQ refuses an
@@ -149,6 +158,12 @@ class MpmcRing {
   bool try_push_no_wake(const T& item) noexcept;
   std::size_t try_push_n_no_wake(const T* items, std::size_t n) noexcept;
   bool try_pop_no_wake(T& out) noexcept;
+  // The claim and publication of one push or pop; `fill(bytes)` writes the
+  // claimed cell, `drain(bytes)` reads it.
+  template <class Fill>
+  bool push_one_no_wake(Fill&& fill) noexcept;
+  template <class Drain>
+  bool pop_one_no_wake(Drain&& drain) noexcept;
   std::size_t try_pop_n_no_wake(T* out, std::size_t max) noexcept;
 
   // Read-only after construction (shared by all, never written again).

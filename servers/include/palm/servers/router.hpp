@@ -18,9 +18,11 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "palm/core/doorbell.hpp"
@@ -88,14 +90,21 @@ class Router {
     std::uint64_t token;
     std::int64_t since_ns;
     bool viewed;
-    FrameView view;
+    // The view's bytes when `viewed` (a FrameView member would be zeroed
+    // by its initializers each time an item is made in its cell).
+    alignas(FrameView) unsigned char view[sizeof(FrameView)];
+    const FrameView* viewed_as() const noexcept {
+      return viewed ? std::launder(reinterpret_cast<const FrameView*>(view)) : nullptr;
+    }
   };
+  static_assert(std::is_trivially_copyable_v<FrameView>);
   struct Route {
     std::string name;
     std::unique_ptr<MpmcRing<Item>> ring;
     Doorbell* bell = nullptr;
   };
-  Item pack(Frame& frame, RouteId reply_to, std::uint64_t token, std::int64_t since_ns) noexcept;
+  static Item pack(Frame& frame, RouteId reply_to, std::uint64_t token, std::int64_t since_ns) noexcept;
+  static void fill(Item& item, Frame& frame, RouteId reply_to, std::uint64_t token, std::int64_t since_ns) noexcept;
   std::deque<Route> routes_;  // deque: Route addresses stay put as routes are added
 };
 

@@ -41,6 +41,12 @@ MpmcRing<T>::~MpmcRing() {
 
 template <class T>
 bool MpmcRing<T>::try_push_no_wake(const T& item) noexcept {
+  return push_one_no_wake([&item](unsigned char* bytes) noexcept { std::memcpy(bytes, &item, sizeof(T)); });
+}
+
+template <class T>
+template <class Fill>
+bool MpmcRing<T>::push_one_no_wake(Fill&& fill) noexcept {
   // (P1) relaxed: a guess of the position to claim; the CAS (P3) checks it.
   std::uint64_t pos = tail_.load(std::memory_order_relaxed);
   Cell* cell = nullptr;
@@ -69,7 +75,7 @@ bool MpmcRing<T>::try_push_no_wake(const T& item) noexcept {
       pos = tail_.load(std::memory_order_relaxed);
     }
   }
-  std::memcpy(cell->value, &item, sizeof(T));
+  fill(cell->value);
   PALM_MPMC_RING_TEST_HOOK();
   // (P4) Publish. Pairs with (C2): a consumer that reads seq == pos + 1 also
   // sees the value stored above.
@@ -122,6 +128,12 @@ std::size_t MpmcRing<T>::try_push_n_no_wake(const T* items, std::size_t n) noexc
 
 template <class T>
 bool MpmcRing<T>::try_pop_no_wake(T& out) noexcept {
+  return pop_one_no_wake([&out](const unsigned char* bytes) noexcept { std::memcpy(&out, bytes, sizeof(T)); });
+}
+
+template <class T>
+template <class Drain>
+bool MpmcRing<T>::pop_one_no_wake(Drain&& drain) noexcept {
   // (C1) relaxed: a guess of the position to claim; the CAS (C3) checks it.
   std::uint64_t pos = head_.load(std::memory_order_relaxed);
   Cell* cell = nullptr;
@@ -148,7 +160,7 @@ bool MpmcRing<T>::try_pop_no_wake(T& out) noexcept {
       pos = head_.load(std::memory_order_relaxed);
     }
   }
-  std::memcpy(&out, cell->value, sizeof(T));
+  drain(static_cast<const unsigned char*>(cell->value));
   PALM_MPMC_RING_TEST_HOOK();
   // (C4) Free the cell for the next lap. release, pairs with (P2): the
   // producer of pos + capacity writes only after our read above.
@@ -210,6 +222,31 @@ std::size_t MpmcRing<T>::try_push_n(const T* items, std::size_t n) noexcept {
   // item), so a batch never leaves items behind a sleeping consumer.
   if (k != 0) not_empty_.ring_if_waiting(static_cast<std::uint32_t>(k));
   return k;
+}
+
+template <class T>
+template <class Write>
+bool MpmcRing<T>::try_push_in_place(Write&& write) noexcept {
+  static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>);
+  // The cell's bytes become a T (default-initialized: nothing written for
+  // members without initializers); the consumer reads that object.
+  if (!push_one_no_wake([&write](unsigned char* bytes) noexcept { write(*::new (static_cast<void*>(bytes)) T); })) {
+    return false;
+  }
+  not_empty_.ring_if_waiting(1);
+  return true;
+}
+
+template <class T>
+template <class Read>
+bool MpmcRing<T>::try_pop_in_place(Read&& read) noexcept {
+  if (!pop_one_no_wake([&read](const unsigned char* bytes) noexcept {
+        read(*std::launder(reinterpret_cast<const T*>(bytes)));
+      })) {
+    return false;
+  }
+  not_full_.ring_if_waiting(1);
+  return true;
 }
 
 template <class T>

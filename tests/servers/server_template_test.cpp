@@ -170,8 +170,10 @@ TEST(ServerTemplate, AnInboundPartTakesNoMoreThanItsLimitOverShm) {
     ASSERT_EQ((*push)->send_for(*f, 5s), transport::SendResult::kQueued);
   }
   EXPECT_TRUE(server.wait(5s));
-  EXPECT_EQ(seen.load(), kLimit);
+  // The server stops once the part reached its limit: what it routed may or
+  // may not reach the tally first, but nothing past the limit was taken.
   EXPECT_EQ(pull.stats().messages_in, static_cast<std::uint64_t>(kLimit));
+  EXPECT_LE(seen.load(), kLimit);
   server.stop();
 }
 

@@ -95,6 +95,7 @@ TEST_F(RouterTest, AFrameComesOutAsItWentInWithItsView) {
   ASSERT_TRUE(w) << w.error().describe();
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(w->message.payload.data()), w->message.payload.size()), "two");
   EXPECT_FALSE(router.try_pop(*route, out));
+  EXPECT_FALSE(out.frame) << "released by the pop, even an empty route's";
 }
 
 TEST_F(RouterTest, AFullRouteRefusesAndTheRouterReleasesWhatItHolds) {

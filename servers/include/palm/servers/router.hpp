@@ -70,6 +70,8 @@ class Router {
   bool push_for(RouteId route, Frame& frame, std::chrono::nanoseconds timeout,
                 RouteId reply_to = kNoRoute, std::uint64_t token = 0,
                 std::int64_t since_ns = 0) noexcept;
+  // Takes the oldest item of `route` into `out`, whose frame is released
+  // first (also when the route is empty and this returns false).
   bool try_pop(RouteId route, Routed& out) noexcept;
   std::size_t depth(RouteId route) const noexcept;
   // Wakes pushers blocked in push_for on `route` (they return false). For stop.

@@ -59,6 +59,18 @@ class Tally final : public OutboundPart {
   std::atomic<int>& seen_;
 };
 
+// Sends `n` messages ("x.y", payload "p") through `push`, each queued.
+void push_messages(transport::Context& ctx, transport::Endpoint& push, int n) {
+  for (int i = 0; i < n; ++i) {
+    MessageView m;
+    m.function = "x.y";
+    m.payload = test::bytes_of("p");
+    auto f = ctx.build(m);
+    ASSERT_TRUE(f);
+    ASSERT_EQ(push.send_for(*f, 5s), transport::SendResult::kQueued);
+  }
+}
+
 ServerOptions options() {
   ServerOptions o;
   o.name = palm::test::unique_name("template");
@@ -123,14 +135,7 @@ TEST(ServerTemplate, AnOutboundPartsFeedbackGoesOnToItsRoute) {
   auto push = ctx->open(transport::EndpointSpec::connect_to(transport::Pattern::kPush,
                                                             dynamic_cast<InboundPart&>(pull).address()));
   ASSERT_TRUE(push);
-  for (int i = 0; i < 20; ++i) {
-    MessageView m;
-    m.function = "x.y";
-    m.payload = test::bytes_of("p");
-    auto f = ctx->build(m);
-    ASSERT_TRUE(f);
-    ASSERT_EQ((*push)->send_for(*f, 5s), transport::SendResult::kQueued);
-  }
+  push_messages(*ctx, **push, 20);
   for (int i = 0; i < 500 && seen.load() < 20; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(seen.load(), 20);
   server.stop();
@@ -161,14 +166,7 @@ TEST(ServerTemplate, AnInboundPartTakesNoMoreThanItsLimitOverShm) {
   ASSERT_EQ((*push)->scheme(), transport::Scheme::kShm);
   // Queued before the part can take them: its batches then hold more than
   // the limit allows.
-  for (int i = 0; i < kLimit + 30; ++i) {
-    MessageView m;
-    m.function = "x.y";
-    m.payload = test::bytes_of("p");
-    auto f = ctx->build(m);
-    ASSERT_TRUE(f);
-    ASSERT_EQ((*push)->send_for(*f, 5s), transport::SendResult::kQueued);
-  }
+  push_messages(*ctx, **push, kLimit + 30);
   EXPECT_TRUE(server.wait(5s));
   // The server stops once the part reached its limit: what it routed may or
   // may not reach the tally first, but nothing past the limit was taken.
@@ -225,14 +223,7 @@ TEST_P(SharedThread, RoutesBetweenPartsOfOneThreadLoseNothingAndStop) {
   auto push = ctx->open(transport::EndpointSpec::connect_to(transport::Pattern::kPush, address));
   ASSERT_TRUE(push) << push.error().describe();
   EXPECT_EQ((*push)->scheme(), over_shm ? transport::Scheme::kShm : transport::Scheme::kTcp);
-  for (int i = 0; i < kMessages; ++i) {
-    MessageView m;
-    m.function = "x.y";
-    m.payload = test::bytes_of("p");
-    auto f = ctx->build(m);
-    ASSERT_TRUE(f);
-    ASSERT_EQ((*push)->send_for(*f, 5s), transport::SendResult::kQueued);
-  }
+  push_messages(*ctx, **push, kMessages);
   for (int i = 0; i < 500 && seen.load() < kCopies * kMessages; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(seen.load(), kCopies * kMessages);
   const auto stats = server.stats();

@@ -107,7 +107,7 @@ std::string bench_table(const std::vector<BenchRow>& rows, const std::vector<std
   }
   if (workers.empty()) return out;
   std::sort(workers.begin(), workers.end());
-  out += "\nidle CPU of the whole farm at rest, % of one core (this process and every worker, all threads):\n";
+  out += "\nidle CPU of the whole farm at rest, % of one core (the master's process, the client and every worker, all threads):\n";
   out += fmt::format("{:<10}", "transport");
   for (unsigned w : workers) out += fmt::format(" {:>10}", fmt::format("{} worker{}", w, w == 1 ? "" : "s"));
   out += "\n";

@@ -1,6 +1,6 @@
 // `palm farm`: palm's main job. A local farm with no configuration: this
-// process runs a Master and a Client, N `palm worker` processes attach to
-// it over shared memory, ZeroMQ tcp or ZeroMQ ipc (farm_run.hpp: one run of
+// process runs a Master, N `palm worker` processes and a `palm farm-client`
+// process attach to it over shared memory, ZeroMQ tcp or ZeroMQ ipc (farm_run.hpp: one run of
 // the farm, shared with `palm bench`). The client streams M messages
 // through `_.<method>`, each with fresh bytes, checks every reply, then
 // times ~1000 sequential evals, and the farm prints a summary on stdout.
@@ -113,6 +113,8 @@ int run_farm(const FarmOptions& o) {
                                 w.messages ? std::to_string(*w.messages) : std::string("?"));
   }
   summary += workers_line + "\n";
+  summary += fmt::format("  client: process {}, sending over {}, replies over {}\n", r->client_pid, r->client_push,
+                         r->client_sub);
   const auto& d = r->dispatch;
   summary += fmt::format("  master dispatched: shm {}, {} {} (redispatched {}, duplicates {})\n", d.dispatched_shm,
                          o.transport == "ipc" ? "ipc" : "tcp", d.dispatched_tcp, d.redispatched, d.duplicates);

@@ -2,6 +2,7 @@
 #include "farm_run.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -23,7 +24,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "palm/servers/client.hpp"
+#include "farm_client.hpp"
 #include "palm/transport/address.hpp"
 #include "palm/transport/context.hpp"
 #include "palm/transport/shm/host.hpp"
@@ -38,7 +39,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr auto kJoinTimeout = 10s;         // every worker attached
 constexpr auto kWorkerStopGrace = 3s;      // SIGTERM, then SIGKILL
-constexpr auto kClientTimeout = 30s;       // a job without progress, an eval
 
 // ---- the temp dir: workers' logs, ipc sockets --------------------------------
 
@@ -61,19 +61,40 @@ class TempDir {
   std::string path_;  // "" if mkdtemp failed
 };
 
-// ---- a `palm worker` process ---------------------------------------------------
-
-class WorkerProcess {
+// A file descriptor, closed with its owner.
+class Fd {
  public:
-  WorkerProcess(std::string name, std::string log) : name_(std::move(name)), log_(std::move(log)) {}
-  ~WorkerProcess() { stop_all({this}); }
-  WorkerProcess(const WorkerProcess&) = delete;
-  WorkerProcess& operator=(const WorkerProcess&) = delete;
+  Fd() = default;
+  ~Fd() { reset(); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  void reset(int fd = -1) noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+  int get() const noexcept { return fd_; }
 
-  // fork + exec `exe` with `args` and `env`; stdout and stderr to the log
-  // file. "" or the reason it could not start.
+ private:
+  int fd_ = -1;
+};
+
+// ---- a `palm worker` or `palm farm-client` process ---------------------------------
+
+class FarmProcess {
+ public:
+  // `command`: the palm subcommand it runs, which prefixes its own error line.
+  FarmProcess(std::string name, std::string command, std::string log)
+      : name_(std::move(name)), command_(std::move(command)), log_(std::move(log)) {}
+  ~FarmProcess() { stop_all({this}); }
+  FarmProcess(const FarmProcess&) = delete;
+  FarmProcess& operator=(const FarmProcess&) = delete;
+
+  // fork + exec `exe` with `args` and `env`; stderr to the log file, stdout
+  // too unless `out` is given (>= 0: a pipe's write end), stdin from `in` if
+  // given (both are the child's: the caller closes its copies). "" or the
+  // reason it could not start.
   std::string start(const std::string& exe, const std::vector<std::string>& args,
-                    const std::vector<std::string>& env) {
+                    const std::vector<std::string>& env, int in = -1, int out = -1) {
     // Everything the child needs is built before fork: between fork and exec
     // only async-signal-safe calls.
     std::vector<char*> argv, envp;
@@ -88,7 +109,7 @@ class WorkerProcess {
     if (pid < 0) {
       const int err = errno;
       ::close(fd);
-      return fmt::format("cannot start worker {}: fork: {}", name_, std::strerror(err));
+      return fmt::format("cannot start {}: fork: {}", name_, std::strerror(err));
     }
     if (pid == 0) {
       // The child: the farm's signal mask (SIGINT/SIGTERM blocked) is not
@@ -98,7 +119,8 @@ class WorkerProcess {
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != parent) ::_exit(127);
-      ::dup2(fd, STDOUT_FILENO);
+      if (in >= 0) ::dup2(in, STDIN_FILENO);
+      ::dup2(out >= 0 ? out : fd, STDOUT_FILENO);
       ::dup2(fd, STDERR_FILENO);
       ::execve(exe.c_str(), argv.data(), envp.data());
       ::_exit(127);
@@ -124,7 +146,7 @@ class WorkerProcess {
   pid_t pid() const noexcept { return pid_; }
 
   // SIGTERM to each, a bounded wait for all, then SIGKILL for the rest.
-  static void stop_all(const std::vector<WorkerProcess*>& procs) {
+  static void stop_all(const std::vector<FarmProcess*>& procs) {
     for (auto* p : procs) {
       if (!p->exited()) ::kill(p->pid_, SIGTERM);
     }
@@ -152,10 +174,10 @@ class WorkerProcess {
     return lines;
   }
 
-  // Why it ended early: its own `palm worker: <reason>` line, else its
+  // Why it ended early: its own `palm <command>: <reason>` line, else its
   // status.
   std::string failure() const {
-    const std::string prefix = "palm worker: ";
+    const std::string prefix = "palm " + command_ + ": ";
     const auto lines = log_lines();
     for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
       if (it->starts_with(prefix)) return it->substr(prefix.size());
@@ -186,71 +208,16 @@ class WorkerProcess {
 
  private:
   std::string name_;
+  std::string command_;
   std::string log_;
   pid_t pid_ = -1;
   bool reaped_ = false;
   int status_ = 0;
 };
 
-// ---- payloads and their replies ------------------------------------------------
-
-// Every reply checked: right for its message, each message answered once.
-class ReplyCheck {
- public:
-  ReplyCheck(const Payloads& payloads, std::uint64_t total) : payloads_(payloads), seen_(total, false) {}
-
-  void operator()(std::string_view reply) {
-    const auto seq = payloads_.check(reply);
-    if (!seq) {
-      ++bad_;
-      return;
-    }
-    if (payloads_.traced()) {
-      if (*seq >= seen_.size() || seen_[*seq]) {
-        ++bad_;
-        return;
-      }
-      seen_[*seq] = true;
-    }
-    ++ok_;
-  }
-  std::uint64_t ok() const noexcept { return ok_; }
-  std::uint64_t bad() const noexcept { return bad_; }
-
- private:
-  const Payloads& payloads_;
-  std::vector<bool> seen_;
-  std::uint64_t ok_ = 0, bad_ = 0;
-};
-
-// Pools sized for the payload: the farm's Context and segment hold the
-// client's window of messages several times over (its queue, the master's
-// routes and in-flight table, the replies), within a memory budget; the
-// client's window shrinks when big blocks are few. Workers on ZeroMQ
-// receive into their own Context's default pool: their credits are cut to
-// what its class holds.
-struct Sizing {
-  std::size_t block = 256;        // the size class of one message
-  std::uint32_t blocks = 0;       // its count in the farm's pools
-  std::uint32_t window = 256;     // the client's messages in flight
-  std::uint32_t zmq_credits = 0;  // a worker's credits at most on tcp/ipc
-};
-
 constexpr std::size_t kMessageRoom = 1024;                 // fields, frame header, topic
 constexpr std::size_t kPoolBudget = std::size_t{256} << 20;  // per pool, for the payload's class
 constexpr std::uint32_t kClientWindow = 256;
-
-Sizing size_for(std::size_t payload) {
-  Sizing z;
-  z.block = std::max<std::size_t>(256, std::bit_ceil(payload + kMessageRoom));
-  const auto cls = static_cast<std::size_t>(std::countr_zero(z.block) - std::countr_zero(std::size_t{256}));
-  const std::uint32_t have = std::max(transport::default_context_pool().blocks[cls], shm::default_host_pool().blocks[cls]);
-  const auto budget = static_cast<std::uint32_t>(std::min<std::size_t>(4 * kClientWindow, kPoolBudget / z.block));
-  z.blocks = std::max(have, budget);
-  z.window = std::clamp<std::uint32_t>(z.blocks / 4, 1, kClientWindow);
-  z.zmq_credits = std::max<std::uint32_t>(1, transport::default_context_pool().blocks[cls] / 4);
-  return z;
-}
 
 std::string exe_path() {
   std::error_code ec;
@@ -303,6 +270,18 @@ std::string tcp_address(const FarmRunOptions& o, unsigned k) {
 }
 
 }  // namespace
+
+Sizing size_for(std::size_t payload) {
+  Sizing z;
+  z.block = std::max<std::size_t>(256, std::bit_ceil(payload + kMessageRoom));
+  const auto cls = static_cast<std::size_t>(std::countr_zero(z.block) - std::countr_zero(std::size_t{256}));
+  const std::uint32_t have = std::max(transport::default_context_pool().blocks[cls], shm::default_host_pool().blocks[cls]);
+  const auto budget = static_cast<std::uint32_t>(std::min<std::size_t>(4 * kClientWindow, kPoolBudget / z.block));
+  z.blocks = std::max(have, budget);
+  z.window = std::clamp<std::uint32_t>(z.blocks / 4, 1, kClientWindow);
+  z.zmq_credits = std::max<std::uint32_t>(1, transport::default_context_pool().blocks[cls] / 4);
+  return z;
+}
 
 std::string_view to_string(FarmTransport t) noexcept {
   switch (t) {
@@ -402,19 +381,22 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
     if (o.port != 0) cfg.dispatch_address = tcp_address(o, 5);  // else: worker_push's host, port chosen
   }
   FarmRunResult res;
-  std::vector<std::unique_ptr<WorkerProcess>> procs;
+  std::vector<std::unique_ptr<FarmProcess>> procs;
   {
     servers::Master master(*ctx, cfg);
-    std::unique_ptr<servers::Client> client;
-    // Every way out of this block: the client, the workers, the master.
+    std::unique_ptr<FarmProcess> client;
+    Fd report_fd, client_stdin;  // the client's report (read) and its stdin (written)
+    // Every way out of this block: the client (told by its stdin closing,
+    // and by SIGTERM), the workers, the master.
     const auto teardown = [&] {
-      client.reset();
+      client_stdin.reset();
+      if (client) FarmProcess::stop_all({client.get()});
       // The workers leave now, as they should: not a warning.
       auto& log = master.logger();
       if (log.level() < spdlog::level::err) log.set_level(spdlog::level::err);
-      std::vector<WorkerProcess*> ps;
+      std::vector<FarmProcess*> ps;
       for (auto& p : procs) ps.push_back(p.get());
-      WorkerProcess::stop_all(ps);
+      FarmProcess::stop_all(ps);
       master.stop();
     };
     const auto give_up = [&](std::string_view reason) {
@@ -430,7 +412,7 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
     const auto env = worker_env(peer_mode);
     for (unsigned i = 0; i < o.workers; ++i) {
       const std::string name = fmt::format("farm-worker-{}", i);
-      auto& p = procs.emplace_back(std::make_unique<WorkerProcess>(name, dir.path() + "/" + name + ".log"));
+      auto& p = procs.emplace_back(std::make_unique<FarmProcess>(name, "worker", dir.path() + "/" + name + ".log"));
       const std::vector<std::string> args = {exe,      "worker",        "--name",    name,
                                              "--db",   master.db_address(), "--transport", std::string(peer_mode),
                                              "--credits", std::to_string(credits), "--log-level", "WARNING"};
@@ -453,86 +435,82 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
       std::this_thread::sleep_for(10ms);
     }
 
-    // The client.
-    servers::ClientOptions co;
-    co.server_name = cfg.server.name;
-    co.db_address = master.db_address();
-    co.transport = shm ? shm::TransportMode::kShm : shm::TransportMode::kTcp;
-    co.log_level = o.log_level;
-    co.timeout = kClientTimeout;
-    co.cancel = o.cancel;
-    co.window = sizing.window;
-    co.bypass = o.bypass;
-    if (ipc) {  // open_auto takes tcp only: the ipc addresses as they are
-      co.this_config = true;
-      co.push_address = master.pull_address();
-      co.sub_address = master.pub_address();
+    // The client: a process of its own (farm_client.hpp). Its report comes
+    // line by line through a pipe; closing the other pipe, its stdin, lets
+    // it go once the farm is done with it.
+    FarmClientOptions fc;
+    fc.server = cfg.server.name;
+    fc.db = master.db_address();
+    fc.transport = o.transport;
+    if (ipc) {
+      fc.push = master.pull_address();
+      fc.sub = master.pub_address();
     }
-    auto c = servers::Client::connect(*ctx, co);
-    if (!c) return give_up("client: " + c.error().describe());
-    client = std::move(*c);
-    res.client_push = transport::to_string(client->push_scheme());
-    res.client_sub = transport::to_string(client->sub_scheme());
-
-    // The jobs: the warm-up, then the measured one; every reply checked.
-    // Message numbers run on through both and the evals.
-    const Payloads payloads(o.payload, o.method);
-    ReplyCheck check(payloads, o.warmup + o.messages + static_cast<std::uint64_t>(o.evals));
-    const std::string function = "_." + o.method;
-    std::uint64_t next_seq = 0;
-    const auto run_job = [&](FarmPhase phase, std::uint64_t count) -> std::optional<std::string> {
-      const std::uint64_t first = next_seq, end = next_seq + count;
-      progress(phase, 0);
-      // In place: the producer writes each payload straight into its frame,
-      // the check reads each reply where it lies.
-      auto replies = client->job_in_place(
-          function, payloads.size(),
-          [&](std::span<std::byte> out) -> std::optional<std::size_t> {
-            if (next_seq == end || cancelled()) return std::nullopt;
-            const std::size_t n = payloads.write(next_seq++, out);
-            // A progress bar's pace: every 256 messages.
-            if (o.progress && (next_seq & 255) == 0) {
-              o.progress(phase, static_cast<double>(next_seq - first) / static_cast<double>(count));
-            }
-            return n;
-          },
-          [&](std::span<const std::byte> reply) {
-            check(std::string_view(reinterpret_cast<const char*>(reply.data()), reply.size()));
-          },
-          count);
-      if (cancelled()) return "interrupted";
-      if (!replies) return "job: " + replies.error().describe();
-      if (*replies != count) return fmt::format("job: {} replies to {} messages", *replies, count);
-      if (check.bad() != 0) return fmt::format("{} of {} replies wrong for {}", check.bad(), *replies, function);
-      return std::nullopt;
-    };
-    if (o.warmup > 0) {
-      if (auto why = run_job(FarmPhase::kWarmup, o.warmup)) return give_up(*why);
+    fc.method = o.method;
+    fc.payload = o.payload;
+    fc.warmup = o.warmup;
+    fc.messages = o.messages;
+    fc.evals = o.evals;
+    fc.bypass = o.bypass;
+    fc.progress = static_cast<bool>(o.progress);
+    fc.log_level = servers::to_string(o.log_level);
+    int report_pipe[2] = {-1, -1}, stop_pipe[2] = {-1, -1};
+    if (::pipe2(report_pipe, O_CLOEXEC) != 0 || ::pipe2(stop_pipe, O_CLOEXEC) != 0) {
+      const int err = errno;
+      for (int fd : {report_pipe[0], report_pipe[1], stop_pipe[0], stop_pipe[1]}) {
+        if (fd >= 0) ::close(fd);
+      }
+      return give_up(fmt::format("cannot make the client's pipes: {}", std::strerror(err)));
     }
-    const std::uint64_t warm_ok = check.ok();
-    const auto t0 = Clock::now();
-    if (auto why = run_job(FarmPhase::kJob, o.messages)) return give_up(*why);
-    const auto t1 = Clock::now();
-    res.checked_ok = check.ok() - warm_ok;
-    res.traced = payloads.traced();
+    report_fd.reset(report_pipe[0]);
+    client_stdin.reset(stop_pipe[1]);
+    client = std::make_unique<FarmProcess>("the client", "farm-client", dir.path() + "/farm-client.log");
+    std::vector<std::string> client_args = farm_client_args(fc);
+    client_args.insert(client_args.begin(), exe);
+    const std::string started = client->start(exe, client_args, env, stop_pipe[0], report_pipe[1]);
+    ::close(stop_pipe[0]);
+    ::close(report_pipe[1]);
+    if (!started.empty()) return give_up(started);
 
-    // Round trips: sequential evals.
-    progress(FarmPhase::kEvals, 0);
-    res.trips_us.reserve(static_cast<std::size_t>(o.evals));
-    std::string payload;
-    for (int i = 0; i < o.evals; ++i) {
-      payloads.write(next_seq++, payload);
-      const auto a = Clock::now();
-      auto reply = client->eval(function, std::string_view(payload));
-      const auto b = Clock::now();
+    FarmClientReport report;
+    std::string partial;  // a line not yet ended
+    bool eof = false;
+    while (!report.done && !report.error && !eof) {
       if (cancelled()) return give_up("interrupted");
-      if (!reply) return give_up("eval: " + reply.error().describe());
-      check(*reply);
-      res.trips_us.push_back(std::chrono::duration<double, std::micro>(b - a).count());
-      if ((i & 15) == 15) progress(FarmPhase::kEvals, static_cast<double>(i + 1) / o.evals);
+      pollfd p{report_fd.get(), POLLIN, 0};
+      const int rc = ::poll(&p, 1, 50);
+      if (rc < 0 && errno != EINTR) return give_up(fmt::format("poll: {}", std::strerror(errno)));
+      if (rc <= 0) continue;
+      char buf[16384];
+      const ssize_t n = ::read(report_fd.get(), buf, sizeof buf);
+      if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN) continue;
+        return give_up(fmt::format("reading the client: {}", std::strerror(errno)));
+      }
+      eof = n == 0;
+      partial.append(buf, static_cast<std::size_t>(n));
+      for (auto nl = partial.find('\n'); nl != std::string::npos; nl = partial.find('\n')) {
+        std::optional<FarmPhase> phase;
+        double fraction = 0;
+        if (read_farm_client_line(std::string_view(partial).substr(0, nl), report, phase, fraction) && phase) {
+          progress(*phase, fraction);
+        }
+        partial.erase(0, nl + 1);
+      }
     }
-    if (check.bad() != 0) return give_up(fmt::format("{} of {} eval replies wrong", check.bad(), o.evals));
-    res.bypass = client->bypass_stats();
+    if (report.error) return give_up(*report.error);
+    if (!report.done) {
+      FarmProcess::stop_all({client.get()});
+      return give_up("client: " + client->failure());
+    }
+    if (!(report.seconds > 0)) return give_up("the client reported no time for its job");
+    res.client_pid = client->pid();
+    res.client_push = report.push;
+    res.client_sub = report.sub;
+    res.checked_ok = report.checked_ok;
+    res.traced = report.traced;
+    res.trips_us = std::move(report.trips_us);
+    res.bypass = report.bypass;
     if (o.bypass) {
       const std::uint64_t all = o.warmup + o.messages + static_cast<std::uint64_t>(o.evals);
       if (res.bypass.results < all) {
@@ -559,6 +537,9 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
       };
       const auto farm_cpu = [&]() -> std::optional<std::int64_t> {
         auto total = process_cpu_ns(0);
+        const auto c = process_cpu_ns(client->pid());
+        if (!total || !c) return std::nullopt;
+        *total += *c;
         for (auto& p : procs) {
           const auto w = process_cpu_ns(p->pid());
           if (!total || !w) return std::nullopt;
@@ -592,7 +573,7 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
     for (auto& p : procs) res.workers.push_back(p->report());
 
     res.messages = o.messages;
-    res.seconds = std::chrono::duration<double>(t1 - t0).count();
+    res.seconds = report.seconds;
     res.msgs_per_s = static_cast<double>(o.messages) / res.seconds;
     res.mb_per_s = res.msgs_per_s * static_cast<double>(o.payload) / 1e6;
   }

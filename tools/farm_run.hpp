@@ -2,9 +2,10 @@
 // One run of palm's local farm, shared by `palm farm` and `palm bench`:
 // this process runs a Master (its cache and ports on tcp://HOST, chosen by
 // the OS unless a base port is given, and a shared-memory segment
-// "palm-farm-<pid>-<db port>") and a Client; N `palm worker` processes
-// (fork + exec of /proc/self/exe) attach to the master over shared memory,
-// ZeroMQ tcp or ZeroMQ ipc. The client streams messages through
+// "palm-farm-<pid>-<db port>"); N `palm worker` processes and one
+// `palm farm-client` process (fork + exec of /proc/self/exe) attach to it
+// over shared memory, ZeroMQ tcp or ZeroMQ ipc. The client (farm_client.hpp)
+// streams messages through
 // `_.<method>` (Client::job), each with fresh bytes (its sequence number
 // first), checks every reply, then times sequential evals (round trips).
 // Optionally it then measures the CPU the idle farm burns.
@@ -17,8 +18,9 @@
 //
 // Workers' stdout and stderr go to a file each in the run's temp dir: the
 // run reads their start and end lines (transport, messages served) and a
-// failing worker's reason. Workers are ended by pid: SIGTERM, a bounded
-// wait, then SIGKILL. Everything the run started is stopped and its segment
+// failing worker's reason; the client's report comes through a pipe.
+// Processes are ended by pid, the client first: SIGTERM, a bounded wait,
+// then SIGKILL. Everything the run started is stopped and its segment
 // removed on every way out, a failure or a cancel included.
 #include <CLI/CLI.hpp>
 
@@ -68,8 +70,8 @@ struct FarmRunOptions {
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;
   // Idle cost: after the evals, wait `idle_settle`, then measure the CPU
-  // of every thread of this process and of every worker over `idle`
-  // (0: not measured).
+  // of every thread of this process, of the client and of every worker
+  // over `idle` (0: not measured).
   std::chrono::milliseconds idle{0};
   std::chrono::milliseconds idle_settle{500};
   // Set by the caller (release) to stop the run; read with acquire.
@@ -93,13 +95,28 @@ struct FarmRunResult {
   bool traced = true;            // replies traced back to their message (not sha256)
   std::vector<FarmWorkerReport> workers;
   std::string client_push, client_sub;  // the client's transports: "shm", "tcp", "ipc"
+  long client_pid = 0;                  // its process (`palm farm-client`), ended
   servers::DispatchStats dispatch;
   servers::BypassStats bypass;  // the client's side of the bypass (zero without)
   std::string segment;  // the master's segment, removed; "" on ipc
-  // % of one core: CPU time of this process (every thread) and of every
-  // worker over the idle window, per second of it. Empty if not asked.
+  // % of one core: CPU time of this process (every thread), the client and
+  // every worker over the idle window, per second of it. Empty if not asked.
   std::optional<double> idle_cpu_percent;
 };
+
+// Pools sized for the payload: the farm's Contexts and segment hold the
+// client's window of messages several times over (its queue, the master's
+// routes and in-flight table, the replies), within a memory budget; the
+// client's window shrinks when big blocks are few. Workers on ZeroMQ
+// receive into their own Context's default pool: their credits are cut to
+// what its class holds.
+struct Sizing {
+  std::size_t block = 256;        // the size class of one message
+  std::uint32_t blocks = 0;       // its count in the farm's pools
+  std::uint32_t window = 256;     // the client's messages in flight
+  std::uint32_t zmq_credits = 0;  // a worker's credits at most on tcp/ipc
+};
+Sizing size_for(std::size_t payload);
 
 // Runs the farm once. The error is one line (without the command's name);
 // "interrupted" when `cancel` was set.

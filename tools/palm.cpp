@@ -16,6 +16,7 @@ void add_client_commands(CLI::App& app, std::vector<Command>& out);
 void add_server_commands(CLI::App& app, std::vector<Command>& out);
 void add_master_commands(CLI::App& app, std::vector<Command>& out);
 void add_farm_commands(CLI::App& app, std::vector<Command>& out);
+void add_farm_client_commands(CLI::App& app, std::vector<Command>& out);
 void add_bench_commands(CLI::App& app, std::vector<Command>& out);
 }  // namespace palm::tools
 
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<palm::tools::Command> commands;
   palm::tools::add_farm_commands(app, commands);
+  palm::tools::add_farm_client_commands(app, commands);
   palm::tools::add_bench_commands(app, commands);
   palm::tools::add_demo_commands(app, commands);
   palm::tools::add_worker_commands(app, commands);

@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace palm::tools {
 
@@ -119,6 +120,35 @@ class Payloads {
   mutable std::array<char, kSeqDigits> digits_{};
   mutable std::uint64_t digits_seq_ = UINT64_MAX - 1;  // follows nothing: digits_ not yet written
   std::string lower_, upper_;  // a chunk of filler, 26 bytes longer: a window per seq
+};
+
+// Every reply checked: right for its message, each message answered once.
+class ReplyCheck {
+ public:
+  ReplyCheck(const Payloads& payloads, std::uint64_t total) : payloads_(payloads), seen_(total, false) {}
+
+  void operator()(std::string_view reply) {
+    const auto seq = payloads_.check(reply);
+    if (!seq) {
+      ++bad_;
+      return;
+    }
+    if (payloads_.traced()) {
+      if (*seq >= seen_.size() || seen_[*seq]) {
+        ++bad_;
+        return;
+      }
+      seen_[*seq] = true;
+    }
+    ++ok_;
+  }
+  std::uint64_t ok() const noexcept { return ok_; }
+  std::uint64_t bad() const noexcept { return bad_; }
+
+ private:
+  const Payloads& payloads_;
+  std::vector<bool> seen_;
+  std::uint64_t ok_ = 0, bad_ = 0;
 };
 
 }  // namespace palm::tools

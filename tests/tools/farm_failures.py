@@ -106,14 +106,15 @@ def interrupt(palm, problems):
                           "--messages", "1000000000", "--idle", "0"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        segments, workers = [], []
+        # Its children: the 2 workers, then the client once they joined.
+        segments, kids = [], []
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (not segments or len(workers) < 2) and p.poll() is None:
+        while time.monotonic() < deadline and (not segments or len(kids) < 3) and p.poll() is None:
             time.sleep(0.1)
             segments = glob.glob(f"/dev/shm/palm-farm-{p.pid}-*")
-            workers = children(p.pid)
-        if not segments or len(workers) < 2:
-            problems.append(f"the bench did not start a farm within 20 s (segments {segments}, workers {workers})")
+            kids = children(p.pid)
+        if not segments or len(kids) < 3:
+            problems.append(f"the bench did not start a farm within 20 s (segments {segments}, processes {kids})")
             return
         time.sleep(1.0)  # well into the job
         p.send_signal(signal.SIGINT)
@@ -130,9 +131,9 @@ def interrupt(palm, problems):
         left = glob.glob(f"/dev/shm/palm-farm-{p.pid}-*")
         if left:
             problems.append(f"left in /dev/shm: {left}")
-        for w in workers:
-            if alive(w):
-                problems.append(f"worker {w} still running")
+        for k in kids:
+            if alive(k):
+                problems.append(f"process {k} (a worker or the client) still running")
     finally:
         if p.poll() is None:
             p.kill()

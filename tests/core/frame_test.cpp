@@ -9,6 +9,7 @@
 
 #include "palm/core/process.hpp"
 #include "palm/core/region.hpp"
+#include "anonymous_pool.hpp"
 
 namespace palm {
 namespace {
@@ -31,36 +32,15 @@ std::vector<std::byte> golden(const std::string& name) {
   return from_hex(hex);
 }
 
-class FrameTest : public ::testing::Test {
+class FrameTest : public test::AnonymousPool {
  protected:
-  void SetUp() override {
-    PoolConfig cfg;
-    auto region = MappedRegion::create_anonymous(BlockPool::region_bytes(cfg), "frame-test");
-    ASSERT_TRUE(region) << region.error().describe();
-    region_ = std::move(*region);
-    auto pool = BlockPool::create(region_.region(), cfg);
-    ASSERT_TRUE(pool) << pool.error().describe();
-    pool_.emplace(*pool);
-    auto slot = pool_->attach_process(self_process());
-    ASSERT_TRUE(slot);
-    slot_ = *slot;
-  }
-  void TearDown() override {
-    if (pool_) {
-      (void)pool_->detach_process(slot_);
-      EXPECT_TRUE(pool_->stats().all_free()) << "a test leaked a block";
-    }
-  }
+  FrameTest() : AnonymousPool("frame-test") {}
 
   std::vector<std::byte> encoded(const MessageView& m) {
     std::vector<std::byte> out(encoded_size(m));
     out.resize(encode(m, out));
     return out;
   }
-
-  MappedRegion region_;
-  std::optional<BlockPool> pool_;
-  SlotId slot_{};
 };
 
 MessageView sample(std::span<const std::byte> payload) {

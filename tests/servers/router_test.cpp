@@ -13,30 +13,14 @@
 #include "palm/core/frame.hpp"
 #include "palm/core/process.hpp"
 #include "palm/core/region.hpp"
+#include "anonymous_pool.hpp"
 
 namespace palm::servers {
 namespace {
 
-class RouterTest : public ::testing::Test {
+class RouterTest : public test::AnonymousPool {
  protected:
-  void SetUp() override {
-    PoolConfig cfg;
-    auto region = MappedRegion::create_anonymous(BlockPool::region_bytes(cfg), "router-test");
-    ASSERT_TRUE(region) << region.error().describe();
-    region_ = std::move(*region);
-    auto pool = BlockPool::create(region_.region(), cfg);
-    ASSERT_TRUE(pool) << pool.error().describe();
-    pool_.emplace(*pool);
-    auto slot = pool_->attach_process(self_process());
-    ASSERT_TRUE(slot);
-    slot_ = *slot;
-  }
-  void TearDown() override {
-    if (pool_) {
-      (void)pool_->detach_process(slot_);
-      EXPECT_TRUE(pool_->stats().all_free()) << "a test leaked a block";
-    }
-  }
+  RouterTest() : AnonymousPool("router-test") {}
   Frame frame(const std::string& payload) {
     MessageView m;
     m.client = "663d6598-1339-4747-afab-1b65934e8c1c";
@@ -46,10 +30,6 @@ class RouterTest : public ::testing::Test {
     EXPECT_TRUE(f) << f.error().describe();
     return f ? std::move(*f) : Frame{};
   }
-
-  MappedRegion region_;
-  std::optional<BlockPool> pool_;
-  SlotId slot_{};
 };
 
 TEST_F(RouterTest, AFrameComesOutAsItWentInWithItsView) {

@@ -2,6 +2,7 @@
 // --help: the farm starts it.
 #include "farm_client.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -21,7 +22,6 @@
 #include "palm/transport/address.hpp"
 #include "palm/transport/context.hpp"
 #include "payloads.hpp"
-#include "serving.hpp"
 #include "signals.hpp"
 
 namespace palm::tools {
@@ -30,17 +30,22 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr std::string_view kCommand = "farm-client";
 constexpr auto kClientTimeout = 30s;  // a job without progress, an eval
 
 std::atomic<bool> g_cancel{false};  // SIGINT / SIGTERM (release; read with acquire)
 bool cancelled() { return g_cancel.load(std::memory_order_acquire); }
 
-// One line to the farm, at once: it reads them as they come.
-void say(const std::string& line) {
-  std::fputs(line.c_str(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
+// One line to the farm, at once (it reads them as they come), in one
+// write: nothing else writes to this fd.
+void say(std::string line) {
+  line += '\n';
+  std::string_view rest = line;
+  while (!rest.empty()) {
+    const ssize_t n = ::write(kFarmReportFd, rest.data(), rest.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // the farm is gone: its stdin's EOF ends us
+    rest.remove_prefix(static_cast<std::size_t>(n));
+  }
 }
 
 // Until stdin closes (the farm is done with us) or a signal.
@@ -57,12 +62,21 @@ void idle_until_told() {
 }
 
 int run(const FarmClientOptions& o) {
-  if (!block_stop_signals()) return fail(kCommand, "cannot block SIGINT/SIGTERM");
+  if (::fcntl(kFarmReportFd, F_GETFD) < 0) {
+    std::fprintf(stderr, "palm farm-client: no report pipe on fd %d: `palm farm` starts this command\n",
+                 kFarmReportFd);
+    return kExitUsage;
+  }
+  if (!block_stop_signals()) {
+    say("error cannot block SIGINT/SIGTERM");
+    return kExitFailure;
+  }
   StopSignals signals([](int) { g_cancel.store(true, std::memory_order_release); });
+  // The farm prints the reason (its one line on stderr): told, not printed.
   const auto failed = [&](std::string_view reason) {
     if (cancelled()) return kExitInterrupted;
-    say(fmt::format("error {}", reason));
-    return fail(kCommand, reason);
+    say(fmt::format("error {}", reason.substr(0, reason.find('\n'))));
+    return kExitFailure;
   };
   const auto level = servers::parse_log_level(o.log_level);
   if (!level) return failed("--log-level " + o.log_level + ": not DEBUG, INFO, WARNING, ERROR or CRITICAL");

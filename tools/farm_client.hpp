@@ -3,7 +3,9 @@
 // run_farm_once (fork + exec, as the workers are) once every worker joined.
 // It connects to the farm's master, streams the warm-up and the measured
 // job (fresh bytes in every message, every reply checked), times the evals,
-// and tells the farm what it measured in lines on its stdout (a pipe):
+// and tells the farm what it measured in lines on file descriptor
+// kFarmReportFd, a pipe (its stdout and stderr are the farm's, for its log
+// lines):
 //
 //   transports PUSH SUB           its Client's push and sub schemes
 //   progress PHASE FRACTION       with --progress: FarmPhase as a number
@@ -26,6 +28,9 @@
 #include "farm_run.hpp"
 
 namespace palm::tools {
+
+// The client's report pipe, as the farm hands it over.
+inline constexpr int kFarmReportFd = 3;
 
 struct FarmClientOptions {
   std::string server;  // the master's name, checked against its cache

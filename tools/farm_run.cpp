@@ -89,10 +89,12 @@ class FarmProcess {
   FarmProcess(const FarmProcess&) = delete;
   FarmProcess& operator=(const FarmProcess&) = delete;
 
-  // fork + exec `exe` with `args` and `env`; stderr to the log file, stdout
-  // too unless `out` is given (>= 0: a pipe's write end), stdin from `in` if
-  // given (both are the child's: the caller closes its copies). "" or the
-  // reason it could not start.
+  // fork + exec `exe` with `args` and `env`; stdout and stderr to the log
+  // file. With `out` (>= 0: a pipe's write end) it becomes the child's
+  // kFarmReportFd, stdin comes from `in`, and stdout and stderr stay the
+  // farm's: the client's log lines reach the user as they did when it was
+  // a thread of the farm. Both fds are the child's: the caller closes its
+  // copies. "" or the reason it could not start.
   std::string start(const std::string& exe, const std::vector<std::string>& args,
                     const std::vector<std::string>& env, int in = -1, int out = -1) {
     // Everything the child needs is built before fork: between fork and exec
@@ -119,9 +121,18 @@ class FarmProcess {
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != parent) ::_exit(127);
-      if (in >= 0) ::dup2(in, STDIN_FILENO);
-      ::dup2(out >= 0 ? out : fd, STDOUT_FILENO);
-      ::dup2(fd, STDERR_FILENO);
+      if (out >= 0) {
+        ::dup2(in, STDIN_FILENO);
+        // dup2 onto itself keeps close-on-exec: cleared by hand then.
+        if (out == kFarmReportFd) {
+          ::fcntl(out, F_SETFD, 0);
+        } else {
+          ::dup2(out, kFarmReportFd);
+        }
+      } else {
+        ::dup2(fd, STDOUT_FILENO);
+        ::dup2(fd, STDERR_FILENO);
+      }
       ::execve(exe.c_str(), argv.data(), envp.data());
       ::_exit(127);
     }

@@ -12,7 +12,9 @@ port-in-use  holds a listening socket on 127.0.0.1:P, runs `palm farm
 full-shm     (root only: CI runs as root) runs palm farm and palm bench in a
              mount namespace of their own whose /dev/shm is a 64 KiB tmpfs:
              each must fail with one line naming /dev/shm, and leave that
-             tmpfs empty.
+             tmpfs empty; then palm farm --bypass with a 24 MiB one, room
+             for the master's segment but not the client's: one line, the
+             client's reason in its log, nothing left.
 interrupt    SIGINT to `palm bench` in the middle of a job: exit code 130,
              its workers ended, its segment removed.
 Prints "FAILURES OK" when every check held, else the problems; exit 0 / 1.
@@ -79,6 +81,20 @@ def full_shm(palm, problems):
             problems.append(f"{name}, full /dev/shm: cannot mount a tmpfs on /dev/shm: {r.stderr.strip()}")
             continue
         expect_one_line(f"{name}, full /dev/shm", r, 1, [f"palm {name}:", "/dev/shm", "No space left"], problems)
+    # Room for the master's segment but not for the client's bypass
+    # segment: the client (a process of its own) says why on its log, which
+    # the user sees, and the farm fails with one line.
+    script = (f"mount -t tmpfs -o size=24m palm-test-shm /dev/shm || exit 99; "
+              f"{shlex.quote(palm)} farm --workers 1 --messages 100 --bypass; rc=$?; "
+              f"left=$(ls -A /dev/shm); test -z \"$left\" || echo \"left in /dev/shm: $left\" >&2; exit $rc")
+    r = run(["unshare", "--mount", "sh", "-c", script])
+    if r is not None and r.returncode == 99:
+        problems.append(f"farm --bypass, /dev/shm too small: cannot mount a tmpfs: {r.stderr.strip()}")
+        return
+    expect_one_line("farm --bypass, /dev/shm too small for the client", r, 1, ["palm farm:", "bypass carried 0"],
+                    problems)
+    if r is not None and not ("no bypass" in r.stdout and "/dev/shm" in r.stdout):
+        problems.append(f"farm --bypass, /dev/shm too small: the client's reason is not in its log: {r.stdout!r}")
 
 
 def children(pid):

@@ -48,12 +48,14 @@ void say(std::string line) {
   }
 }
 
-// Until stdin closes (the farm is done with us) or a signal.
+// Until stdin closes (the farm is done with us, or died) or a signal. The
+// farm closes stdin first in every way it ends, so the signal is only
+// looked for twice a second: the idle farm's cost is being measured.
 void idle_until_told() {
   char buf[64];
   while (!cancelled()) {
     pollfd p{STDIN_FILENO, POLLIN, 0};
-    const int rc = ::poll(&p, 1, 100);
+    const int rc = ::poll(&p, 1, 500);
     if (rc < 0 && errno != EINTR) return;
     if (rc <= 0) continue;
     const ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);

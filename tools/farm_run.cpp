@@ -115,10 +115,15 @@ class FarmProcess {
     }
     if (pid == 0) {
       // The child: the farm's signal mask (SIGINT/SIGTERM blocked) is not
-      // the worker's business; it ends if the farm dies.
+      // the worker's business; it ends if the farm dies. Its own process
+      // group: a Ctrl-C at the terminal reaches the farm alone, which then
+      // stops the client, the workers and the master in that order (the
+      // workers taking it too left while the master still dispatched, and
+      // the master warned that each had left).
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      ::setpgid(0, 0);
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != parent) ::_exit(127);
       if (out >= 0) {

@@ -5,6 +5,7 @@ stderr, exit code 1, no hang, nothing left behind.
 usage: farm_failures.py PALM port-in-use
        farm_failures.py PALM full-shm
        farm_failures.py PALM interrupt
+       farm_failures.py PALM cleanup
 
 port-in-use  holds a listening socket on 127.0.0.1:P, runs `palm farm
              --port P` and `palm bench --port P`: each must fail with one
@@ -17,6 +18,9 @@ full-shm     (root only: CI runs as root) runs palm farm and palm bench in a
              client's reason in its log, nothing left.
 interrupt    SIGINT to `palm bench` in the middle of a job: exit code 130,
              its workers ended, its segment removed.
+cleanup      (root only) in a /dev/shm of its own: a farm killed with
+             SIGKILL leaves its segment, `palm cleanup` removes it and keeps
+             a live farm's.
 Prints "FAILURES OK" when every check held, else the problems; exit 0 / 1.
 """
 import glob
@@ -156,8 +160,64 @@ def interrupt(palm, problems):
             p.wait()
 
 
+def cleanup(palm, problems):
+    if os.geteuid() != 0:
+        problems.append("cleanup needs root (unshare --mount and a tmpfs on /dev/shm); CI runs as root")
+        return
+    # In a /dev/shm of its own: the other tests' segments, stale ones too,
+    # are not this test's to remove. A farm killed with SIGKILL leaves its
+    # segment (its workers and client end: their parent died); a live farm
+    # beside it keeps its own; `palm cleanup` removes the first only.
+    q = shlex.quote(palm)
+    script = f"""
+mount -t tmpfs -o size=2g palm-test-shm /dev/shm || exit 99
+wait_segment() {{  # wait_segment PID: until /dev/shm/palm-farm-PID-* exists (10 s at most)
+  for i in $(seq 100); do ls /dev/shm/palm-farm-$1-* >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "no segment of farm $1"; return 1
+}}
+{q} farm --workers 1 --messages 1000000000 >/dev/null 2>&1 & dead=$!
+wait_segment $dead || exit 1
+kill -KILL $dead; wait $dead
+{q} farm --workers 1 --messages 1000000000 >/dev/null 2>&1 & live=$!
+wait_segment $live || {{ kill -INT $live; exit 1; }}
+echo "before: $(ls /dev/shm | tr '\\n' ' ')"
+{q} cleanup; rc=$?
+echo "after: $(ls /dev/shm | tr '\\n' ' ')"
+kill -INT $live; wait $live
+echo "live farm: exit $?"
+echo "at the end: [$(ls -A /dev/shm)]"
+echo "dead=$dead live=$live"
+exit $rc
+"""
+    r = run(["unshare", "--mount", "sh", "-c", script])
+    if r is None:
+        problems.append(f"cleanup: still running after {TIMEOUT} s")
+        return
+    print(f"cleanup: exit {r.returncode}\n{r.stdout}{r.stderr}")
+    if r.returncode == 99:
+        problems.append(f"cleanup: cannot mount a tmpfs on /dev/shm: {r.stderr.strip()}")
+        return
+    out = r.stdout
+    pids = dict(kv.split("=") for kv in out.splitlines()[-1].split()) if "dead=" in out else {}
+    if r.returncode != 0 or not pids:
+        problems.append(f"cleanup: exit {r.returncode}")
+        return
+    dead, live = pids["dead"], pids["live"]
+    after = next((l for l in out.splitlines() if l.startswith("after:")), "")
+    if f"palm cleanup: removed /dev/shm/palm-farm-{dead}-" not in out:
+        problems.append("cleanup: the dead farm's segment was not reported removed")
+    if f"palm-farm-{dead}-" in after:
+        problems.append("cleanup: the dead farm's segment is still there")
+    if f"palm-farm-{live}-" not in after:
+        problems.append("cleanup: the live farm's segment was removed")
+    if "live farm: exit 130" not in out:
+        problems.append("cleanup: the live farm did not end cleanly after it (exit 130 on SIGINT)")
+    if "at the end: []" not in out:
+        problems.append("cleanup: /dev/shm is not empty at the end")
+
+
 def main():
-    modes = {"port-in-use": port_in_use, "full-shm": full_shm, "interrupt": interrupt}
+    modes = {"port-in-use": port_in_use, "full-shm": full_shm, "interrupt": interrupt, "cleanup": cleanup}
     if len(sys.argv) != 3 or sys.argv[2] not in modes:
         print(__doc__, file=sys.stderr)
         return 2

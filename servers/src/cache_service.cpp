@@ -127,6 +127,11 @@ std::string CacheService::refuse(std::string_view instruction, std::string_view 
   return {};
 }
 
+void CacheService::provide(std::string key, std::function<std::string()> value) {
+  const std::lock_guard lock(providers_mutex_);
+  providers_.insert_or_assign(std::move(key), std::move(value));
+}
+
 std::string CacheService::handle(const MessageView& request) {
   const auto bump = [](std::atomic<std::uint64_t>& c) {
     c.fetch_add(1, std::memory_order_relaxed);  // relaxed: a stat counter
@@ -150,6 +155,10 @@ std::string CacheService::handle(const MessageView& request) {
     const std::string_view key = text_of(request.payload);
     if (!is_valid_utf8(key)) return fault("get of a key that is not utf-8");
     logger_->debug("Cache Service: Get key {}", shown(key));
+    {
+      const std::lock_guard lock(providers_mutex_);
+      if (auto it = providers_.find(key); it != providers_.end()) return it->second();
+    }
     std::optional<std::string> value = store_->get(key);
     if (!value) return {};  // pylm: b'' for a missing key (not a fault)
     return std::move(*value);

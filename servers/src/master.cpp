@@ -775,6 +775,15 @@ void Master::gather(const MessageView&, Emitter& out) { out.emit_same(); }
 void Master::handle_stream(const MessageView&, StreamEdit&) {}
 
 DispatchStats Master::dispatch_stats() const noexcept { return dispatch_->snapshot(); }
+
+std::string Master::stats_extra() const {
+  const DispatchStats s = dispatch_stats();
+  return fmt::format(
+      "dispatch workers.shm={} workers.tcp={} in_flight={} dispatched.shm={} dispatched.tcp={} "
+      "dispatched.pylm={} results.shm={} results.tcp={} results.pylm={} duplicates={} redispatched={}",
+      s.workers_shm, s.workers_tcp, s.in_flight, s.dispatched_shm, s.dispatched_tcp, s.dispatched_pylm,
+      s.results_shm, s.results_tcp, s.results_pylm, s.duplicates, s.redispatched);
+}
 std::vector<WorkerLoad> Master::worker_loads() const { return dispatch_->loads(); }
 
 std::string Master::pull_address() const {

@@ -125,6 +125,10 @@ Result<void> ServerTemplate::start() {
     }
   }
   cache_service_->preset_cache(presets);
+  // Once the parts are open: the provider's mutex orders their endpoints
+  // (written above) before the cache thread's reads of them. The service
+  // stops (stop(), the destructor) before the parts go.
+  cache_service_->provide(std::string(kStatsKey), [this] { return stats_text(); });
   for (const auto& line : transports()) logger_->info("{}", line);
   for (auto& part : parts_) part->start();
   return {};
@@ -186,6 +190,20 @@ void ServerTemplate::stop() noexcept {
 std::vector<PartStats> ServerTemplate::stats() const {
   std::vector<PartStats> out;
   for (const auto& part : parts_) out.push_back(part->stats());
+  return out;
+}
+
+std::string ServerTemplate::stats_text() const {
+  std::string out = fmt::format("server {}\n", name());
+  const auto us = [](std::chrono::nanoseconds ns) { return (ns.count() + 999) / 1000; };
+  for (const auto& s : stats()) {
+    fmt::format_to(std::back_inserter(out),
+                   "part {} in={} out={} bytes_in={} bytes_out={} errors={} stalls={} queue={} p50_us={} "
+                   "p99_us={}\n",
+                   s.name, s.messages_in, s.messages_out, s.bytes_in, s.bytes_out, s.errors, s.stalls,
+                   s.queue_depth, us(s.latency.quantile(0.5)), us(s.latency.quantile(0.99)));
+  }
+  if (const std::string extra = stats_extra(); !extra.empty()) out += extra + "\n";
   return out;
 }
 

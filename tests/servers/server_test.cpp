@@ -12,6 +12,7 @@
 #include "palm/servers/server.hpp"
 #include "palm/transport/auto_select.hpp"
 #include "palm/transport/context.hpp"
+#include "palm/transport/discovery.hpp"
 #include "servers_test_util.hpp"
 #include "wire_client.hpp"
 #include "peer.hpp"
@@ -193,6 +194,62 @@ TEST_F(ServerTest, TheMessagesLimitStopsTheServer) {
   for (int i = 0; i < left; ++i) send("m", server.name() + ".echo");
   for (int i = 0; i < left; ++i) EXPECT_EQ(receive().payload, "m");
   EXPECT_TRUE(server.wait(5s));
+  server.stop();
+}
+
+// The value of `key=` in the line of `text` that starts with `line_start`;
+// -1 if there is none.
+long long stat_of(const std::string& text, const std::string& line_start, const std::string& key) {
+  std::size_t at = text.find("\n" + line_start);
+  if (at == std::string::npos) return -1;
+  const std::size_t end = text.find('\n', at + 1);
+  const std::string line = text.substr(at + 1, end - at - 1);
+  const std::size_t k = line.find(" " + key + "=");
+  if (k == std::string::npos) return -1;
+  return std::stoll(line.substr(k + key.size() + 2));
+}
+
+TEST_F(ServerTest, ItsLiveCountersAnswerAGetOfTheStatsKey) {
+  Server server(*ctx_, config());
+  ASSERT_TRUE(server.start());
+  connect(server, shm::TransportMode::kTcp, "c");
+  for (int i = 0; i < 7; ++i) send("m", server.name() + ".echo");
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(receive().payload, "m");
+
+  auto db = transport::DiscoveryClient::connect(*ctx_, server.db_address());
+  ASSERT_TRUE(db) << db.error().describe();
+  auto text = db->get(kStatsKey, 5s);
+  ASSERT_TRUE(text) << text.error().describe();
+  EXPECT_TRUE(text->starts_with("server " + server.name() + "\n")) << *text;
+  const long long in = stat_of(*text, "part inbound ", "in");
+  EXPECT_EQ(in, 7 + client_.probes()) << *text;  // every probe is a message too
+  EXPECT_EQ(stat_of(*text, "part inbound ", "errors"), 0) << *text;
+  EXPECT_GE(stat_of(*text, "part outbound ", "out"), 7) << *text;
+  // What stats_text() says here, line for line (the counters may have moved: names only).
+  const auto names = [](const std::string& t) {
+    std::vector<std::string> out;
+    for (std::size_t at = 0; at < t.size();) {
+      const std::size_t nl = t.find('\n', at);
+      const std::string line = t.substr(at, nl - at);
+      out.push_back(line.substr(0, line.find(' ', line.find(' ') + 1)));
+      at = nl == std::string::npos ? t.size() : nl + 1;
+    }
+    return out;
+  };
+  EXPECT_EQ(names(*text), names(server.stats_text()));
+  EXPECT_EQ(names(*text).size(), 4u) << *text;  // server, then its parts: inbound, exec, outbound
+  EXPECT_NE(text->find("p99_us="), std::string::npos) << *text;
+
+  // The wire cannot set it (a reserved key), and it stays live.
+  const std::string fake = "server forged\n";
+  auto set = db->request("set", kStatsKey, std::as_bytes(std::span(fake.data(), fake.size())), 5s);
+  ASSERT_TRUE(set) << set.error().describe();
+  EXPECT_EQ(*set, "");
+  for (int i = 0; i < 3; ++i) send("m", server.name() + ".echo");
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(receive().payload, "m");
+  auto again = db->get(kStatsKey, 5s);
+  ASSERT_TRUE(again) << again.error().describe();
+  EXPECT_EQ(stat_of(*again, "part inbound ", "in"), in + 3) << *again;
   server.stop();
 }
 

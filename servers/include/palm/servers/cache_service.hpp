@@ -35,6 +35,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -110,6 +111,11 @@ class CacheService {
   // Sets keys as they are, reserved ones included (pylm's preset_cache).
   // Thread-safe; may be called before or after start().
   void preset_cache(const std::map<std::string, std::string>& values);
+  // `key`'s value, computed by `value` at each get (a server's live
+  // counters): nothing is stored, so set/delete cannot reach it when the
+  // key is reserved. Called on the cache thread: `value` must be safe there
+  // and outlive the service's thread (stop() first). Thread-safe.
+  void provide(std::string key, std::function<std::string()> value);
   // The keys the wire may not change ("__palm..." by default).
   ReservedKeys& reserved() noexcept { return reserved_; }
   KeyValueStore& store() noexcept { return *store_; }
@@ -134,6 +140,8 @@ class CacheService {
   std::shared_ptr<KeyValueStore> store_;
   std::shared_ptr<spdlog::logger> logger_;
   ReservedKeys reserved_;
+  mutable std::mutex providers_mutex_;
+  std::map<std::string, std::function<std::string()>, std::less<>> providers_;  // under providers_mutex_
   std::unique_ptr<transport::Endpoint> endpoint_;  // set by start(), before the thread
   std::string address_;                            // set by start(), before the thread
   std::thread thread_;                             // start() and stop() only

@@ -108,6 +108,11 @@ class Master : public ServerTemplate {
   // serve(), which stops), since its part of the object goes first.
   ~Master() override { stop(); }
 
+  // `dispatch workers.shm=N workers.tcp=N in_flight=N dispatched.shm=N
+  // dispatched.tcp=N dispatched.pylm=N results.shm=N results.tcp=N
+  // results.pylm=N duplicates=N redispatched=N` (stats_text's last line).
+  std::string stats_extra() const override;
+
   // pylm's hooks, called on the inbound part's thread (scatter) and the
   // dispatch part's thread (gather, handle_stream). Defaults: the message
   // unchanged; change_payload (parts.hpp) builds a changed one.

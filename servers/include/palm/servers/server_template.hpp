@@ -62,6 +62,11 @@ struct ServerOptions {
   std::size_t route_capacity = 1024;    // each route's ring (a power of two)
 };
 
+// The cache key under which every server answers its live counters
+// (stats_text), computed at each get; reserved ("__palm"), so the wire
+// cannot set it. `palm stat` reads it.
+inline constexpr std::string_view kStatsKey = "__palm.stats";
+
 class ServerTemplate {
  public:
   ServerTemplate(transport::Context& context, ServerOptions options,
@@ -113,6 +118,17 @@ class ServerTemplate {
   const std::string& segment() const noexcept { return segment_; }
   // Each part's counters.
   std::vector<PartStats> stats() const;
+  // The counters as text, what a get of kStatsKey answers: a line
+  // `server NAME`, then one line a part,
+  //   part NAME in=N out=N bytes_in=N bytes_out=N errors=N stalls=N queue=N p50_us=N p99_us=N
+  // (latencies: the upper bound of the histogram's bucket, within 2x), then
+  // stats_extra()'s line if any. Space-separated key=value tokens. Thread-safe.
+  std::string stats_text() const;
+  // A line of the server's own key=value tokens for stats_text, without its
+  // newline ("" for none): a master's dispatch counters. Called on the cache
+  // thread: a class that overrides it stops the server in its own
+  // destructor (as Master does), so no call reaches it half destroyed.
+  virtual std::string stats_extra() const { return {}; }
   Part* part(std::string_view name) const noexcept;
   // Lines saying what each endpoint is and which transport carries it.
   std::vector<std::string> transports() const;

@@ -58,12 +58,9 @@ int run_master(const MasterFlags& f) {
   {
     servers::Master master(*ctx, std::move(cfg));
     code = serve(master, kCommand, f.serve.messages, [&master] {
-      const servers::DispatchStats s = master.dispatch_stats();
-      return fmt::format(
-          " dispatched.shm={} dispatched.tcp={} dispatched.pylm={} results.shm={} results.tcp={} "
-          "results.pylm={} duplicates={} redispatched={}",
-          s.dispatched_shm, s.dispatched_tcp, s.dispatched_pylm, s.results_shm, s.results_tcp,
-          s.results_pylm, s.duplicates, s.redispatched);
+      // Its dispatch counters, as `palm stat` shows them (without the line's name).
+      std::string line = master.stats_extra();
+      return " " + line.substr(line.find(' ') + 1);
     });
   }
   ctx->shutdown();  // removes the segment before the process ends

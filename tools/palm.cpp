@@ -19,6 +19,7 @@ void add_farm_commands(CLI::App& app, std::vector<Command>& out);
 void add_farm_client_commands(CLI::App& app, std::vector<Command>& out);
 void add_bench_commands(CLI::App& app, std::vector<Command>& out);
 void add_cleanup_commands(CLI::App& app, std::vector<Command>& out);
+void add_stat_commands(CLI::App& app, std::vector<Command>& out);
 }  // namespace palm::tools
 
 int main(int argc, char** argv) {
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
   palm::tools::add_client_commands(app, commands);
   palm::tools::add_server_commands(app, commands);
   palm::tools::add_master_commands(app, commands);
+  palm::tools::add_stat_commands(app, commands);
   palm::tools::add_cleanup_commands(app, commands);
 
   try {

@@ -13,12 +13,12 @@
 //   trips US US ...               the evals' round trips, in µs
 //   bypass DISPATCHED RESULTS DUPLICATES REDISPATCHED WORKERS
 //   done                          all of the above were sent
-//   error REASON                  instead of the rest: why it failed (exit 1)
+//   error REASON                  instead of what is left: why it failed (exit 1)
 //
 // After `done` it stays connected, idle, until its stdin closes (or
 // SIGINT/SIGTERM): the farm measures the idle cost of every process, the
 // client's too, then stops it first. Exit codes: 0, 1 (an error line sent),
-// 130 (a signal).
+// 2 (no report pipe: not started by the farm), 130 (a signal).
 #include <cstdint>
 #include <optional>
 #include <string>

@@ -90,10 +90,7 @@ int run(const FarmClientOptions& o) {
   // Its own pools sized as the master's: replies over ZeroMQ land in them,
   // and a bypass segment is made from them.
   const Sizing sizing = size_for(o.payload);
-  transport::ContextOptions ctx_options;
-  ctx_options.pool.set_blocks(sizing.block, sizing.blocks);
-  ctx_options.shm.pool.set_blocks(sizing.block, sizing.blocks);
-  auto ctx = transport::Context::create(ctx_options);
+  auto ctx = transport::Context::create(context_options_for(sizing));
   if (!ctx) return failed(ctx.error().describe());
 
   servers::ClientOptions co;

@@ -92,9 +92,9 @@ class FarmProcess {
   // fork + exec `exe` with `args` and `env`; stdout and stderr to the log
   // file. With `out` (>= 0: a pipe's write end) it becomes the child's
   // kFarmReportFd, stdin comes from `in`, and stdout and stderr stay the
-  // farm's: the client's log lines reach the user as they did when it was
-  // a thread of the farm. Both fds are the child's: the caller closes its
-  // copies. "" or the reason it could not start.
+  // farm's (no log file is made): the client's log lines reach the user as
+  // they did when it was a thread of the farm. Both fds are the child's:
+  // the caller closes its copies. "" or the reason it could not start.
   std::string start(const std::string& exe, const std::vector<std::string>& args,
                     const std::vector<std::string>& env, int in = -1, int out = -1) {
     // Everything the child needs is built before fork: between fork and exec
@@ -104,13 +104,13 @@ class FarmProcess {
     argv.push_back(nullptr);
     for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
     envp.push_back(nullptr);
-    const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return fmt::format("cannot create {}: {}", log_, std::strerror(errno));
+    const int fd = out >= 0 ? -1 : ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (out < 0 && fd < 0) return fmt::format("cannot create {}: {}", log_, std::strerror(errno));
     const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) {
       const int err = errno;
-      ::close(fd);
+      if (fd >= 0) ::close(fd);
       return fmt::format("cannot start {}: fork: {}", name_, std::strerror(err));
     }
     if (pid == 0) {
@@ -141,7 +141,7 @@ class FarmProcess {
       ::execve(exe.c_str(), argv.data(), envp.data());
       ::_exit(127);
     }
-    ::close(fd);
+    if (fd >= 0) ::close(fd);
     pid_ = pid;
     return {};
   }
@@ -299,6 +299,13 @@ Sizing size_for(std::size_t payload) {
   return z;
 }
 
+transport::ContextOptions context_options_for(const Sizing& sizing) {
+  transport::ContextOptions options;
+  options.pool.set_blocks(sizing.block, sizing.blocks);
+  options.shm.pool.set_blocks(sizing.block, sizing.blocks);
+  return options;
+}
+
 std::string_view to_string(FarmTransport t) noexcept {
   switch (t) {
     case FarmTransport::kShm: return "shm";
@@ -370,10 +377,7 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
   if (dir.path().empty()) return failed(fmt::format("cannot create a temp dir in /tmp: {}", std::strerror(errno)));
 
   const Sizing sizing = size_for(o.payload);
-  transport::ContextOptions ctx_options;
-  ctx_options.pool.set_blocks(sizing.block, sizing.blocks);
-  ctx_options.shm.pool.set_blocks(sizing.block, sizing.blocks);
-  auto ctx = transport::Context::create(ctx_options);
+  auto ctx = transport::Context::create(context_options_for(sizing));
   if (!ctx) return failed(ctx.error().describe());
   const std::uint32_t credits = shm ? o.credits : std::min(o.credits, sizing.zmq_credits);
 
@@ -480,7 +484,7 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
     }
     report_fd.reset(report_pipe[0]);
     client_stdin.reset(stop_pipe[1]);
-    client = std::make_unique<FarmProcess>("the client", "farm-client", dir.path() + "/farm-client.log");
+    client = std::make_unique<FarmProcess>("the client", "farm-client", "");  // its output stays the farm's
     std::vector<std::string> client_args = farm_client_args(fc);
     client_args.insert(client_args.begin(), exe);
     const std::string started = client->start(exe, client_args, env, stop_pipe[0], report_pipe[1]);

@@ -38,6 +38,7 @@
 #include "palm/servers/log.hpp"
 #include "palm/servers/bypass.hpp"
 #include "palm/servers/master.hpp"
+#include "palm/transport/context.hpp"
 #include "payloads.hpp"
 
 namespace palm::tools {
@@ -117,6 +118,9 @@ struct Sizing {
   std::uint32_t zmq_credits = 0;  // a worker's credits at most on tcp/ipc
 };
 Sizing size_for(std::size_t payload);
+// A Context's options with its pools (ZeroMQ's and its segments') sized so:
+// the master's and the client's alike.
+transport::ContextOptions context_options_for(const Sizing& sizing);
 
 // Runs the farm once. The error is one line (without the command's name);
 // "interrupted" when `cancel` was set.

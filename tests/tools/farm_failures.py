@@ -70,33 +70,39 @@ def port_in_use(palm, problems):
         expect_one_line("bench, port in use", r, 1, ["palm bench:", address, "in use"], problems)
 
 
+def in_small_shm(palm, size, args, name, problems):
+    """Runs `palm ARGS` in a mount namespace whose /dev/shm is a tmpfs of
+    `size` (private: the host's /dev/shm is untouched), then says on stderr
+    what it left there. Returns (mounted, the run: None if it hung); a
+    tmpfs that could not be mounted is a problem noted here."""
+    script = (f"mount -t tmpfs -o size={size} palm-test-shm /dev/shm || exit 99; "
+              f"{shlex.quote(palm)} {args}; rc=$?; "
+              f"left=$(ls -A /dev/shm); test -z \"$left\" || echo \"left in /dev/shm: $left\" >&2; exit $rc")
+    r = run(["unshare", "--mount", "sh", "-c", script])
+    if r is not None and r.returncode == 99:
+        problems.append(f"{name}: cannot mount a tmpfs on /dev/shm: {r.stderr.strip()}")
+        return False, r
+    return True, r
+
+
 def full_shm(palm, problems):
     if os.geteuid() != 0:
         problems.append("full-shm needs root (unshare --mount and a tmpfs on /dev/shm); CI runs as root")
         return
     for name, args in (("farm", "farm --workers 1 --messages 100"),
                        ("bench", "bench --transports shm --payloads 64 --workers 1 --runs 1 --messages 100")):
-        # The tmpfs is private to the namespace: the host's /dev/shm is untouched.
-        script = (f"mount -t tmpfs -o size=64k palm-test-shm /dev/shm || exit 99; "
-                  f"{shlex.quote(palm)} {args}; rc=$?; "
-                  f"left=$(ls -A /dev/shm); test -z \"$left\" || echo \"left in /dev/shm: $left\" >&2; exit $rc")
-        r = run(["unshare", "--mount", "sh", "-c", script])
-        if r is not None and r.returncode == 99:
-            problems.append(f"{name}, full /dev/shm: cannot mount a tmpfs on /dev/shm: {r.stderr.strip()}")
+        mounted, r = in_small_shm(palm, "64k", args, f"{name}, full /dev/shm", problems)
+        if not mounted:
             continue
         expect_one_line(f"{name}, full /dev/shm", r, 1, [f"palm {name}:", "/dev/shm", "No space left"], problems)
     # Room for the master's segment but not for the client's bypass
     # segment: the client (a process of its own) says why on its log, which
     # the user sees, and the farm fails with one line.
-    script = (f"mount -t tmpfs -o size=24m palm-test-shm /dev/shm || exit 99; "
-              f"{shlex.quote(palm)} farm --workers 1 --messages 100 --bypass; rc=$?; "
-              f"left=$(ls -A /dev/shm); test -z \"$left\" || echo \"left in /dev/shm: $left\" >&2; exit $rc")
-    r = run(["unshare", "--mount", "sh", "-c", script])
-    if r is not None and r.returncode == 99:
-        problems.append(f"farm --bypass, /dev/shm too small: cannot mount a tmpfs: {r.stderr.strip()}")
+    name = "farm --bypass, /dev/shm too small for the client"
+    mounted, r = in_small_shm(palm, "24m", "farm --workers 1 --messages 100 --bypass", name, problems)
+    if not mounted:
         return
-    expect_one_line("farm --bypass, /dev/shm too small for the client", r, 1, ["palm farm:", "bypass carried 0"],
-                    problems)
+    expect_one_line(name, r, 1, ["palm farm:", "bypass carried 0"], problems)
     if r is not None and not ("no bypass" in r.stdout and "/dev/shm" in r.stdout):
         problems.append(f"farm --bypass, /dev/shm too small: the client's reason is not in its log: {r.stdout!r}")
 
@@ -167,10 +173,13 @@ def cleanup(palm, problems):
     # In a /dev/shm of its own: the other tests' segments, stale ones too,
     # are not this test's to remove. A farm killed with SIGKILL leaves its
     # segment (its workers and client end: their parent died); a live farm
-    # beside it keeps its own; `palm cleanup` removes the first only.
+    # beside it keeps its own; `palm cleanup` removes the first only. A /tmp
+    # of its own too: the killed farm's temp dir (its workers' logs) goes
+    # with the namespace.
     q = shlex.quote(palm)
     script = f"""
 mount -t tmpfs -o size=2g palm-test-shm /dev/shm || exit 99
+mount -t tmpfs -o size=64m palm-test-tmp /tmp || exit 99
 wait_segment() {{  # wait_segment PID: until /dev/shm/palm-farm-PID-* exists (10 s at most)
   for i in $(seq 100); do ls /dev/shm/palm-farm-$1-* >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "no segment of farm $1"; return 1

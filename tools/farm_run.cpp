@@ -44,8 +44,11 @@ constexpr auto kWorkerStopGrace = 3s;      // SIGTERM, then SIGKILL
 
 class TempDir {
  public:
+  // In $TMPDIR when it is set, as other tools do, else /tmp.
   TempDir() {
-    std::string tmpl = "/tmp/palm-farm-XXXXXX";
+    const char* env = std::getenv("TMPDIR");
+    base_ = env != nullptr && *env != '\0' ? env : "/tmp";
+    std::string tmpl = base_ + "/palm-farm-XXXXXX";
     if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
   }
   ~TempDir() {
@@ -56,8 +59,10 @@ class TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   const std::string& path() const noexcept { return path_; }
+  const std::string& base() const noexcept { return base_; }
 
  private:
+  std::string base_;
   std::string path_;  // "" if mkdtemp failed
 };
 
@@ -374,7 +379,7 @@ tl::expected<FarmRunResult, std::string> run_farm_once(const FarmRunOptions& o) 
   // What the workers and the client ask for: ZeroMQ for tcp and ipc.
   const std::string_view peer_mode = shm ? "shm" : "tcp";
   TempDir dir;
-  if (dir.path().empty()) return failed(fmt::format("cannot create a temp dir in /tmp: {}", std::strerror(errno)));
+  if (dir.path().empty()) return failed(fmt::format("cannot create a temp dir in {}: {}", dir.base(), std::strerror(errno)));
 
   const Sizing sizing = size_for(o.payload);
   auto ctx = transport::Context::create(context_options_for(sizing));

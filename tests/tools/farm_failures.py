@@ -173,13 +173,14 @@ def cleanup(palm, problems):
     # In a /dev/shm of its own: the other tests' segments, stale ones too,
     # are not this test's to remove. A farm killed with SIGKILL leaves its
     # segment (its workers and client end: their parent died); a live farm
-    # beside it keeps its own; `palm cleanup` removes the first only. A /tmp
-    # of its own too: the killed farm's temp dir (its workers' logs) goes
-    # with the namespace.
+    # beside it keeps its own; `palm cleanup` removes the first only. The
+    # farms' temp dirs (their workers' logs) go in a TMPDIR of the test's,
+    # removed after: the killed farm cannot remove its own.
     q = shlex.quote(palm)
     script = f"""
 mount -t tmpfs -o size=2g palm-test-shm /dev/shm || exit 99
-mount -t tmpfs -o size=64m palm-test-tmp /tmp || exit 99
+export TMPDIR=$(mktemp -d) || exit 99
+trap 'rm -rf "$TMPDIR"' EXIT
 wait_segment() {{  # wait_segment PID: until /dev/shm/palm-farm-PID-* exists (10 s at most)
   for i in $(seq 100); do ls /dev/shm/palm-farm-$1-* >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "no segment of farm $1"; return 1
